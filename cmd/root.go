@@ -1,0 +1,92 @@
+// Package cmd holds moat's command line: the root command, its subcommands and
+// the flags that configure them.
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+)
+
+// logOptions are the persistent flags that shape moat's logs.
+type logOptions struct {
+	format string
+	level  string
+}
+
+var logOpts logOptions
+
+// newRootCommand builds the command tree.
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "moat",
+		Short:         "moat is a sidecar TLS termination proxy",
+		Long:          "moat accepts TLS from clients, checks who they are, and relays the plaintext to a local upstream\n(server mode), or carries local plaintext over TLS to a remote server (client mode).",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&logOpts.format, "log-format", "json", "log format: json (one JSON object per line on stderr) or console")
+	root.PersistentFlags().StringVar(&logOpts.level, "log-level", "info", "log level: debug, info, warn or error")
+	root.AddCommand(newVersionCommand())
+	for _, add := range extraCommands {
+		root.AddCommand(add())
+	}
+	return root
+}
+
+// extraCommands lets each command file register itself, so that files can be
+// added without editing this one.
+var extraCommands []func() *cobra.Command
+
+// Execute runs the command line and returns the process exit code. Errors are
+// printed as one line on stderr, never as a panic trace.
+func Execute() int {
+	root := newRootCommand()
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "moat: %s\n", oneLine(err))
+		var ue usageError
+		if errors.As(err, &ue) {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+// usageError marks an error in the command line itself.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+// flagError returns a usage error that names the flag at fault.
+func flagError(flag string, format string, args ...any) error {
+	return usageError{fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))}
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// newLogger builds the process logger from --log-format and --log-level.
+func newLogger(w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(strings.ToLower(logOpts.level))
+	if err != nil || logOpts.level == "" {
+		return zerolog.Nop(), flagError("log-level", "unknown level %q (want debug, info, warn or error)", logOpts.level)
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	switch logOpts.format {
+	case "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	default:
+		return zerolog.Nop(), flagError("log-format", "unknown format %q (want json or console)", logOpts.format)
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
