@@ -1,0 +1,175 @@
+package certs
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// LoadKeyPair reads a PEM certificate chain (leaf first) and its PEM private
+// key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519). Errors are one line and
+// name the file at fault. The returned certificate has Leaf set.
+func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
+	certPEM, err := readFile("certificate", certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := readFile("key", keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return parseKeyPair(certFile, certPEM, keyFile, keyPEM)
+}
+
+// parseKeyPair is LoadKeyPair on bytes already read, so that Source can hash
+// exactly the bytes it parses.
+func parseKeyPair(certFile string, certPEM []byte, keyFile string, keyPEM []byte) (*tls.Certificate, error) {
+	chain, err := parseCertificates(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("certificate %s: %w", certFile, err)
+	}
+	key, err := parsePrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key %s: %w", keyFile, err)
+	}
+	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(key.Public()) {
+		return nil, fmt.Errorf("certificate %s and key %s do not match", certFile, keyFile)
+	}
+	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
+	for _, c := range chain {
+		cert.Certificate = append(cert.Certificate, c.Raw)
+	}
+	return cert, nil
+}
+
+// readFile reads a file and reports failure as "<what> <path>: <reason>",
+// without the "open" noise of *fs.PathError.
+func readFile(what, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	return b, nil
+}
+
+// parseCertificates returns every CERTIFICATE block in order. Other block
+// types are skipped so that a combined cert+key file still loads.
+func parseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for n := 1; ; n++ {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("PEM block %d: %w", n, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return certs, nil
+}
+
+// parsePrivateKey finds the first PEM private key block and parses it in
+// whichever encoding its header names, falling back to the others because
+// tools disagree on headers. Errors never include key material.
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
+	var seen []string
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			seen = append(seen, block.Type)
+			continue
+		}
+		if _, ok := block.Headers["DEK-Info"]; ok {
+			return nil, errors.New("encrypted PEM keys are not supported")
+		}
+		return parseKeyDER(block.Bytes)
+	}
+	if len(seen) > 0 {
+		return nil, fmt.Errorf("no PEM private key found (found %s)", strings.Join(seen, ", "))
+	}
+	return nil, errors.New("no PEM private key found")
+}
+
+func parseKeyDER(der []byte) (crypto.Signer, error) {
+	if k, err := x509.ParsePKCS8PrivateKey(der); err == nil {
+		switch k := k.(type) {
+		case *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey:
+			return k.(crypto.Signer), nil
+		default:
+			return nil, fmt.Errorf("unsupported private key type %T", k)
+		}
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(der); err == nil {
+		return k, nil
+	}
+	return nil, errors.New("private key is not PKCS#1, PKCS#8 or SEC1")
+}
+
+// LoadCAPool reads a PEM bundle of trusted certificates. It returns the pool
+// for verification and the certificates themselves for reporting.
+func LoadCAPool(file string) (*x509.CertPool, []*x509.Certificate, error) {
+	data, err := readFile("CA bundle", file)
+	if err != nil {
+		return nil, nil, err
+	}
+	return parseCAPool(file, data)
+}
+
+func parseCAPool(file string, data []byte) (*x509.CertPool, []*x509.Certificate, error) {
+	certs, err := parseCertificates(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA bundle %s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, certs, nil
+}
+
+// Fingerprint returns the SHA-256 fingerprint of a certificate's DER in the
+// form `openssl x509 -fingerprint -sha256` prints: upper-case hex pairs joined
+// by colons.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	var b bytes.Buffer
+	for i, v := range sum {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		fmt.Fprintf(&b, "%02X", v)
+	}
+	return b.String()
+}

@@ -1,0 +1,265 @@
+package certs
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Source holds the certificate, key and CA bundle moat currently uses and
+// reloads them from disk. All methods are safe for concurrent use; the
+// tls.Config callbacks read one atomic pointer and never block on a reload.
+type Source struct {
+	certFile, keyFile, caFile string
+	caOptional                bool // ca.crt of a Secret may be absent
+	static                    bool // NewStaticSource: nothing to reload
+
+	current atomic.Pointer[material]
+
+	mu         sync.Mutex // serialises reloads
+	failedSum  [sha256.Size]byte
+	failedOnce bool // failedSum is the content whose reload last failed
+}
+
+// material is one consistent generation of everything a Source serves.
+type material struct {
+	cert    *tls.Certificate // nil when the Source only carries a CA bundle
+	pool    *x509.CertPool   // nil when there is no CA bundle
+	caCerts []*x509.Certificate
+	sum     [sha256.Size]byte // of the file bytes this was parsed from
+}
+
+// NewFileSource loads a certificate and key, and optionally a CA bundle
+// (caFile ""). Certificate and key may both be "" for a Source that only
+// carries a CA bundle (a client that verifies servers but has no identity).
+func NewFileSource(certFile, keyFile, caFile string) (*Source, error) {
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("certificate and key must be given together")
+	}
+	if certFile == "" && caFile == "" {
+		return nil, errors.New("no certificate, key or CA bundle given")
+	}
+	return load(&Source{certFile: certFile, keyFile: keyFile, caFile: caFile})
+}
+
+// NewDirSource loads a Kubernetes TLS Secret mount: dir/tls.crt, dir/tls.key
+// and, when present, dir/ca.crt. ca.crt may appear or vanish on a later
+// reload.
+func NewDirSource(dir string) (*Source, error) {
+	return load(&Source{
+		certFile:   filepath.Join(dir, "tls.crt"),
+		keyFile:    filepath.Join(dir, "tls.key"),
+		caFile:     filepath.Join(dir, "ca.crt"),
+		caOptional: true,
+	})
+}
+
+func load(s *Source) (*Source, error) {
+	if err := s.Reload(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// NewStaticSource serves a certificate that never changes, such as one from
+// SelfSigned. Reload is a no-op and Watch only waits for its context.
+func NewStaticSource(cert *tls.Certificate) *Source {
+	s := &Source{static: true}
+	s.current.Store(&material{cert: withLeaf(cert)})
+	return s
+}
+
+func withLeaf(cert *tls.Certificate) *tls.Certificate {
+	if cert == nil || cert.Leaf != nil || len(cert.Certificate) == 0 {
+		return cert
+	}
+	c := *cert
+	c.Leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	return &c
+}
+
+// Reload reads and parses every file. On success the new material replaces
+// the old in one atomic swap; on any failure the old material stays in
+// service and the error names the file at fault.
+func (s *Source) Reload() error {
+	r := s.reload()
+	return r.err
+}
+
+// reloadResult says what a reload did. A watcher reports err only when it is
+// not a repeat, and success only when the material changed, so unrelated
+// directory events log nothing.
+type reloadResult struct {
+	changed bool  // new material is in service
+	err     error // the reload failed; the old material stays
+	repeat  bool  // err is for the same content as the last failure
+}
+
+// reload swaps in new material when the files' content differs from what is
+// in service.
+func (s *Source) reload() reloadResult {
+	if s.static {
+		return reloadResult{}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	files, sum, err := s.readStable()
+	if err != nil {
+		return s.failed(sum, err)
+	}
+	if cur := s.current.Load(); cur != nil && cur.sum == sum {
+		s.failedOnce = false // back to what is in service
+		return reloadResult{}
+	}
+	m, err := s.parse(files, sum)
+	if err != nil {
+		return s.failed(sum, err)
+	}
+	s.failedOnce = false
+	s.current.Store(m)
+	return reloadResult{changed: true}
+}
+
+// failed remembers which content failed, so that the same failure seen again
+// is marked as a repeat.
+func (s *Source) failed(sum [sha256.Size]byte, err error) reloadResult {
+	repeat := s.failedOnce && s.failedSum == sum
+	s.failedOnce, s.failedSum = true, sum
+	return reloadResult{err: err, repeat: repeat}
+}
+
+// fileSet is the raw bytes of one read of a Source's files.
+type fileSet struct{ cert, key, ca []byte }
+
+// readStable reads all files until two consecutive reads agree. A Kubernetes
+// Secret update renames ..data between any two of our reads; reading twice
+// keeps a new tls.crt from being paired with an old tls.key.
+func (s *Source) readStable() (fileSet, [sha256.Size]byte, error) {
+	prev, prevSum, err := s.readAll()
+	for range 3 {
+		if err != nil {
+			return prev, prevSum, err
+		}
+		var next fileSet
+		var sum [sha256.Size]byte
+		next, sum, err = s.readAll()
+		if err == nil && sum == prevSum {
+			return next, sum, nil
+		}
+		prev, prevSum = next, sum
+	}
+	return prev, prevSum, err
+}
+
+func (s *Source) readAll() (fileSet, [sha256.Size]byte, error) {
+	var f fileSet
+	var err error
+	h := sha256.New()
+	if s.certFile != "" {
+		if f.cert, err = readFile("certificate", s.certFile); err != nil {
+			return f, errSum(err), err
+		}
+		if f.key, err = readFile("key", s.keyFile); err != nil {
+			return f, errSum(err), err
+		}
+	}
+	if s.caFile != "" {
+		f.ca, err = readFile("CA bundle", s.caFile)
+		if err != nil && !(s.caOptional && errors.Is(err, fs.ErrNotExist)) {
+			return f, errSum(err), err
+		}
+	}
+	// Length prefixes keep moving bytes from one file to the next from
+	// hashing the same.
+	for _, b := range [][]byte{f.cert, f.key, f.ca} {
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return f, sum, nil
+}
+
+// errSum stands in for a content hash when a file could not be read, so a
+// missing file is reported once rather than on every event.
+func errSum(err error) [sha256.Size]byte { return sha256.Sum256([]byte(err.Error())) }
+
+func (s *Source) parse(f fileSet, sum [sha256.Size]byte) (*material, error) {
+	m := &material{sum: sum}
+	var err error
+	if s.certFile != "" {
+		if m.cert, err = parseKeyPair(s.certFile, f.cert, s.keyFile, f.key); err != nil {
+			return nil, err
+		}
+	}
+	if len(f.ca) > 0 || (s.caFile != "" && !s.caOptional) {
+		if m.pool, m.caCerts, err = parseCAPool(s.caFile, f.ca); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// Certificate returns the certificate in service (nil for a CA-only Source).
+func (s *Source) Certificate() *tls.Certificate { return s.current.Load().cert }
+
+// CAPool returns the CA bundle in service, or nil if there is none.
+func (s *Source) CAPool() *x509.CertPool { return s.current.Load().pool }
+
+// CACertificates returns the certificates of the CA bundle in service.
+func (s *Source) CACertificates() []*x509.Certificate { return s.current.Load().caCerts }
+
+// GetCertificate is a tls.Config.GetCertificate that serves the certificate
+// in service at the moment of the handshake.
+func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if c := s.Certificate(); c != nil {
+		return c, nil
+	}
+	return nil, errors.New("certs: no certificate loaded")
+}
+
+// GetClientCertificate is a tls.Config.GetClientCertificate. A CA-only
+// Source answers with an empty certificate, which tells the server "none".
+func (s *Source) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if c := s.Certificate(); c != nil {
+		return c, nil
+	}
+	return &tls.Certificate{}, nil
+}
+
+// NotAfter is the expiry of the certificate in service (zero if none), for
+// an expiry metric.
+func (s *Source) NotAfter() time.Time {
+	if c := s.Certificate(); c != nil && c.Leaf != nil {
+		return c.Leaf.NotAfter
+	}
+	return time.Time{}
+}
+
+// Serial is the serial number of the certificate in service (nil if none),
+// for logging which certificate a reload put in place.
+func (s *Source) Serial() *big.Int {
+	if c := s.Certificate(); c != nil && c.Leaf != nil {
+		return c.Leaf.SerialNumber
+	}
+	return nil
+}
+
+// files lists the paths a watcher must look after.
+func (s *Source) files() []string {
+	var out []string
+	for _, p := range []string{s.certFile, s.keyFile, s.caFile} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
