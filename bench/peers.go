@@ -1,0 +1,140 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// peer is one TLS terminator under test.
+type peer struct {
+	name string
+	// direct peers are the upstream themselves: no plaintext upstream, no
+	// relay, the ceiling for handshakes and bulk.
+	direct bool
+	// argv returns the command line for an instance listening on listen and
+	// relaying to target, writing any config file into dir.
+	argv func(e *runEnv, dir, listen, target string, cert certFiles) ([]string, error)
+	// missing is why this peer cannot run here, or "".
+	missing string
+}
+
+// runEnv is what starting a peer needs to know about the run.
+type runEnv struct {
+	exe     string // this bench binary, for the upstream, iocopy and direct roles
+	moatBin string // built moat binary, "" when unavailable
+	tmp     string
+	idle    int // connections the idle test holds, for maxconn settings
+}
+
+// allPeers lists every peer in table order. moat first: it is the subject.
+func allPeers(e *runEnv, moatMissing string) []*peer {
+	ps := []*peer{
+		{name: "moat", argv: moatArgv, missing: moatMissing},
+		{name: "iocopy", argv: iocopyArgv},
+		{name: "hitch", argv: hitchArgv, missing: needBinary("hitch")},
+		{name: "haproxy", argv: haproxyArgv, missing: needBinary("haproxy")},
+		{name: "stunnel", argv: stunnelArgv, missing: needBinary("stunnel4")},
+		{name: "direct", direct: true, argv: directArgv},
+	}
+	return ps
+}
+
+// needBinary reports a missing Debian package as a reason.
+func needBinary(name string) string {
+	if _, err := exec.LookPath(name); err != nil {
+		return fmt.Sprintf("%s not installed (apt-get install -y hitch haproxy stunnel4)", name)
+	}
+	return ""
+}
+
+func moatArgv(e *runEnv, _, listen, target string, cert certFiles) ([]string, error) {
+	return []string{e.moatBin, "server", "--listen", listen, "--target", target,
+		"--cert", cert.Chain, "--key", cert.Key, "--disable-authentication", "--log-level", "warn"}, nil
+}
+
+func iocopyArgv(e *runEnv, _, listen, target string, cert certFiles) ([]string, error) {
+	return []string{e.exe, "iocopy-relay", "-listen", listen, "-target", target, "-cert", cert.Chain, "-key", cert.Key}, nil
+}
+
+func directArgv(e *runEnv, _, listen, _ string, cert certFiles) ([]string, error) {
+	return []string{e.exe, "direct", "-listen", listen, "-cert", cert.Chain, "-key", cert.Key}, nil
+}
+
+// hostPort splits "127.0.0.1:P" for configs that want "[host]:port".
+func hostPort(addr string) (string, string) {
+	i := strings.LastIndexByte(addr, ':')
+	return addr[:i], addr[i+1:]
+}
+
+// hitchArgv: one worker (one core), TLS 1.2 and 1.3, no shared session
+// cache, no OCSP fetching, no logs.
+func hitchArgv(_ *runEnv, dir, listen, target string, cert certFiles) ([]string, error) {
+	lh, lp := hostPort(listen)
+	th, tp := hostPort(target)
+	conf := fmt.Sprintf(`frontend = "[%s]:%s"
+backend = "[%s]:%s"
+pem-file = "%s"
+tls-protos = TLSv1.2 TLSv1.3
+workers = 1
+daemon = off
+session-cache = 0
+ocsp-dir = "%s"
+syslog = off
+quiet = on
+log-level = 0
+backlog = 4096
+`, lh, lp, th, tp, cert.Combined, dir)
+	path := filepath.Join(dir, "hitch.conf")
+	return []string{"hitch", "--config", path}, os.WriteFile(path, []byte(conf), 0o600)
+}
+
+// haproxyArgv: tcp mode, one thread, TLS 1.2+, no tickets and no session
+// cache, maxconn above the idle test, no logging configured.
+func haproxyArgv(e *runEnv, dir, listen, target string, cert certFiles) ([]string, error) {
+	conf := fmt.Sprintf(`global
+    nbthread 1
+    maxconn %d
+    tune.ssl.cachesize 0
+    ssl-default-bind-options ssl-min-ver TLSv1.2 no-tls-tickets
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 1h
+    timeout server 1h
+frontend fe
+    bind %s ssl crt %s
+    default_backend be
+backend be
+    server up %s
+`, e.idle+500, listen, cert.Combined, target)
+	path := filepath.Join(dir, "haproxy.cfg")
+	return []string{"haproxy", "-db", "-q", "-f", path}, os.WriteFile(path, []byte(conf), 0o600)
+}
+
+// stunnelArgv: foreground, TLS 1.2+1.3, no tickets, TCP_NODELAY both sides
+// (stunnel leaves Nagle on otherwise, which would only measure Nagle), logs
+// at the lowest level.
+func stunnelArgv(_ *runEnv, dir, listen, target string, cert certFiles) ([]string, error) {
+	conf := fmt.Sprintf(`foreground = yes
+pid =
+debug = 0
+syslog = no
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+[bench]
+accept = %s
+connect = %s
+cert = %s
+key = %s
+sslVersionMin = TLSv1.2
+sslVersionMax = TLSv1.3
+options = NO_TICKET
+sessionCacheSize = 1
+TIMEOUTidle = 3600
+`, listen, target, cert.Chain, cert.Key)
+	path := filepath.Join(dir, "stunnel.conf")
+	return []string{"stunnel4", path}, os.WriteFile(path, []byte(conf), 0o600)
+}
