@@ -1,0 +1,287 @@
+package certs
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// secretVolume builds what the kubelet mounts for a TLS Secret:
+//
+//	..2026_11_22_01_00_00.1234/tls.crt (and tls.key)
+//	..data -> ..2026_11_22_01_00_00.1234
+//	tls.crt -> ..data/tls.crt (and tls.key)
+type secretVolume struct {
+	dir string
+	gen int
+}
+
+func newSecretVolume(t *testing.T, cert *tls.Certificate) *secretVolume {
+	t.Helper()
+	v := &secretVolume{dir: t.TempDir()}
+	v.update(t, certPEM(cert.Leaf), keyPEM(t, cert.PrivateKey))
+	for _, name := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v
+}
+
+// update swaps in new content the way the kubelet's AtomicWriter does: a new
+// timestamped directory, a ..data_tmp symlink to it renamed over ..data, and
+// the old directory removed.
+func (v *secretVolume) update(t *testing.T, crt, key []byte) {
+	t.Helper()
+	v.gen++
+	ts := "..2026_11_22_01_00_00.123" + string(rune('0'+v.gen))
+	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
+	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeTestFile(t, filepath.Join(v.dir, ts, "tls.crt"), crt)
+	writeTestFile(t, filepath.Join(v.dir, ts, "tls.key"), key)
+	tmp := filepath.Join(v.dir, "..data_tmp")
+	if err := os.Symlink(ts, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(v.dir, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// watch runs Watch until the test ends and returns its reports.
+func watch(t *testing.T, s *Source) <-chan error {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	reports := make(chan error, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Watch(ctx, func(err error) { reports <- err })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return reports
+}
+
+func nextReport(t *testing.T, reports <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-reports:
+		return err
+	case <-time.After(3 * time.Second):
+		t.Fatal("Watch reported nothing within 3s")
+		return nil
+	}
+}
+
+// quiet asserts Watch reports nothing for a while: longer than the debounce
+// several times over.
+func quiet(t *testing.T, reports <-chan error) {
+	t.Helper()
+	select {
+	case err := <-reports:
+		t.Fatalf("unexpected report %v", err)
+	case <-time.After(10 * watchDebounce):
+	}
+}
+
+func TestWatchNoticesSecretVolumeSwap(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	first, second := ca.issue(t, serverTemplate()), ca.issue(t, serverTemplate())
+	vol := newSecretVolume(t, first)
+	src, err := NewDirSource(vol.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.Serial().Cmp(first.Leaf.SerialNumber) != 0 {
+		t.Fatal("first certificate not loaded")
+	}
+	if src.CAPool() != nil {
+		t.Fatal("CA pool without ca.crt")
+	}
+	reports := watch(t, src)
+	start := time.Now()
+	vol.update(t, certPEM(second.Leaf), keyPEM(t, second.PrivateKey))
+	if err := nextReport(t, reports); err != nil {
+		t.Fatalf("reload failed: %v", err)
+	}
+	t.Logf("swap noticed after %v", time.Since(start))
+	if got := src.Certificate().Leaf.SerialNumber; got.Cmp(second.Leaf.SerialNumber) != 0 {
+		t.Fatalf("serial after swap = %v, want %v", got, second.Leaf.SerialNumber)
+	}
+	served, _ := src.GetCertificate(&tls.ClientHelloInfo{})
+	if served.Leaf.SerialNumber.Cmp(second.Leaf.SerialNumber) != 0 {
+		t.Fatal("GetCertificate still serves the old certificate")
+	}
+	quiet(t, reports)
+}
+
+func TestWatchKeepsOldCertificateWhenReplacementIsCorrupt(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	good := ca.issue(t, serverTemplate())
+	vol := newSecretVolume(t, good)
+	src, err := NewDirSource(vol.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := src.Certificate()
+	reports := watch(t, src)
+	vol.update(t, []byte("-----BEGIN CERTIFICATE-----\nbroken\n"), keyPEM(t, good.PrivateKey))
+	err = nextReport(t, reports)
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(vol.dir, "tls.crt")) {
+		t.Fatalf("report = %v, want an error naming tls.crt", err)
+	}
+	// More events over the same bad content must not repeat the error.
+	writeTestFile(t, filepath.Join(vol.dir, "unrelated"), []byte("x"))
+	quiet(t, reports)
+	if src.Certificate() != before {
+		t.Fatal("corrupt replacement took the old certificate out of service")
+	}
+	if _, err := src.GetCertificate(&tls.ClientHelloInfo{}); err != nil {
+		t.Fatalf("GetCertificate after failed reload: %v", err)
+	}
+	// Fixing the content is noticed and reported as a success.
+	vol.update(t, certPEM(good.Leaf), keyPEM(t, good.PrivateKey))
+	select {
+	case err := <-reports:
+		t.Fatalf("restoring the in-service content reported %v", err)
+	case <-time.After(10 * watchDebounce):
+	}
+	next := ca.issue(t, serverTemplate())
+	vol.update(t, certPEM(next.Leaf), keyPEM(t, next.PrivateKey))
+	if err := nextReport(t, reports); err != nil || src.Serial().Cmp(next.Leaf.SerialNumber) != 0 {
+		t.Fatalf("recovery: err %v, serial %v", err, src.Serial())
+	}
+}
+
+func TestWatchIgnoresTouchesThatLeaveContentUnchanged(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	c := ca.issue(t, serverTemplate())
+	dir := t.TempDir()
+	certFile, keyFile := writeKeyPair(t, dir, "tls", c)
+	src, err := NewFileSource(certFile, keyFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := src.Certificate()
+	reports := watch(t, src)
+	time.Sleep(2 * watchDebounce) // let Watch set up
+	now := time.Now()
+	os.Chtimes(certFile, now, now)
+	os.Chmod(keyFile, 0o640)
+	writeKeyPair(t, dir, "tls", c) // same bytes rewritten: IN_CLOSE_WRITE
+	writeTestFile(t, filepath.Join(dir, "other.txt"), []byte("x"))
+	quiet(t, reports)
+	if src.Certificate() != before {
+		t.Fatal("unchanged content was reloaded")
+	}
+}
+
+func TestReloadSwapsOnlyOnSuccess(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	dir := t.TempDir()
+	first := ca.issue(t, serverTemplate())
+	certFile, keyFile := writeKeyPair(t, dir, "tls", first)
+	caFile := filepath.Join(dir, "ca.crt")
+	writeTestFile(t, caFile, certPEM(ca.cert))
+	src, err := NewFileSource(certFile, keyFile, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.CAPool() == nil || len(src.CACertificates()) != 1 {
+		t.Fatal("CA bundle not loaded")
+	}
+	before := src.Certificate()
+
+	other := ca.issue(t, serverTemplate())
+	writeTestFile(t, keyFile, keyPEM(t, other.PrivateKey)) // new key, old certificate
+	err = src.Reload()
+	if err == nil || !strings.Contains(err.Error(), "do not match") {
+		t.Fatalf("Reload = %v, want mismatch", err)
+	}
+	if src.Reload() == nil {
+		t.Fatal("explicit Reload must report a failure every time, not only the first")
+	}
+	if src.Certificate() != before {
+		t.Fatal("failed reload replaced the certificate")
+	}
+	writeTestFile(t, certFile, certPEM(other.Leaf))
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if src.Serial().Cmp(other.Leaf.SerialNumber) != 0 || !src.NotAfter().Equal(other.Leaf.NotAfter) {
+		t.Fatal("successful reload not in service")
+	}
+}
+
+func TestNewSourcesRefuseBadInput(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := NewDirSource(dir); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "tls.crt")) {
+		t.Fatalf("empty Secret dir: %v", err)
+	}
+	if _, err := NewFileSource("a.crt", "", ""); err == nil {
+		t.Fatal("certificate without key accepted")
+	}
+	if _, err := NewFileSource("", "", filepath.Join(dir, "ca.crt")); err == nil || !strings.HasPrefix(err.Error(), "CA bundle ") {
+		t.Fatalf("missing CA bundle: %v", err)
+	}
+}
+
+func TestStaticSourceServesItsCertificate(t *testing.T) {
+	cert, err := SelfSigned(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert.Leaf = nil // NewStaticSource fills it in
+	src := NewStaticSource(cert)
+	if src.Reload() != nil || src.Serial() == nil {
+		t.Fatal("static source has no leaf")
+	}
+	got, _ := src.GetClientCertificate(&tls.CertificateRequestInfo{})
+	if got.Leaf == nil {
+		t.Fatal("GetClientCertificate without leaf")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var returned atomic.Bool
+	go func() { src.Watch(ctx, nil); returned.Store(true) }()
+	cancel()
+	time.Sleep(50 * time.Millisecond)
+	if !returned.Load() {
+		t.Fatal("Watch on a static source ignores its context")
+	}
+}
+
+func TestWatchDirsReportsSymlinkRename(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	events := watchDirs(ctx, []string{dir})
+	if events == nil {
+		t.Fatal("inotify unavailable")
+	}
+	if err := os.Symlink("target", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	<-events // IN_CREATE of ..data_tmp
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-events:
+	case <-time.After(time.Second):
+		t.Fatal("rename over ..data not reported")
+	}
+	cancel()
+	for range events { // closed once the context is done
+	}
+}
