@@ -103,9 +103,16 @@ func (l *link) handshake() {
 // read-path output (KeyUpdate, tickets) reaches the other side too.
 func (l *link) send(from, to *Engine, msg []byte) {
 	l.t.Helper()
+	l.transfer(from, to, msg, msg)
+}
+
+// transfer writes rest on from and checks that to reads want, which is rest
+// preceded by whatever from already queued.
+func (l *link) transfer(from, to *Engine, rest, want []byte) {
+	l.t.Helper()
 	var got []byte
 	buf := make([]byte, 4096)
-	rest := msg
+	msg := want
 	for idle := 0; len(got) < len(msg); {
 		progress := false
 		if len(rest) > 0 {
