@@ -16,6 +16,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // testCA is a throwaway certificate authority for tests.
@@ -103,13 +105,35 @@ func writeKeyPair(t *testing.T, dir, name string, c *tls.Certificate) (certFile,
 	return certFile, keyFile
 }
 
-// handshake runs a TLS handshake over net.Pipe, then has the server write
-// two bytes so that the client reads whatever the server sends after the
-// handshake (a TLS 1.3 client finishes before the server has checked its
-// certificate and learns of a refusal only on its first read).
+// socketPair is an in-memory connected pair with kernel buffers. net.Pipe
+// would be simpler, but it has no buffer at all: a TLS 1.2 server refusing a
+// client's certificate writes its alert while the client is still writing
+// the rest of its flight, and both block forever. Real sockets buffer.
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		conns[i], err = net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return conns[0], conns[1]
+}
+
+// handshake runs a TLS handshake over an in-memory socket pair, then has the
+// server write two bytes so that the client reads whatever the server sends
+// after the handshake (a TLS 1.3 client finishes before the server has
+// checked its certificate and learns of a refusal only on its first read).
 func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error) {
 	t.Helper()
-	sc, cc := net.Pipe()
+	sc, cc := socketPair(t)
 	deadline := time.Now().Add(10 * time.Second)
 	sc.SetDeadline(deadline)
 	cc.SetDeadline(deadline)
