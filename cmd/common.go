@@ -1,0 +1,160 @@
+package cmd
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/upstream"
+)
+
+// commonOptions are the flags server and client modes share: one relay,
+// two orientations.
+type commonOptions struct {
+	listen           string
+	target           string
+	handshakeTimeout time.Duration
+	idleTimeout      time.Duration
+	connectTimeout   time.Duration
+	shutdownTimeout  time.Duration
+	maxConns         int
+}
+
+func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
+	f.StringVar(&o.listen, "listen", "", listenHelp+" (required)")
+	f.StringVar(&o.target, "target", "", targetHelp+" (required)")
+	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 10*time.Second, "close connections whose TLS handshake has not finished after this long")
+	f.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close connections that moved no byte for this long (0 = never)")
+	f.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "give up connecting to --target after this long")
+	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let open connections finish for this long, then close them")
+	f.IntVar(&o.maxConns, "max-concurrent-conns", 0, "most connections open at once; more are refused (0 = limited only by file descriptors)")
+}
+
+// addresses parses --listen and --target.
+func (o *commonOptions) addresses() (listen, target upstream.Target, err error) {
+	if o.listen == "" {
+		return listen, target, flagError("listen", "required (host:port)")
+	}
+	if o.target == "" {
+		return listen, target, flagError("target", "required (host:port or unix:/path)")
+	}
+	if listen, err = upstream.ParseTarget(o.listen); err != nil {
+		return listen, target, flagError("listen", "%v", err)
+	}
+	if target, err = upstream.ParseTarget(o.target); err != nil {
+		return listen, target, flagError("target", "%v", err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"handshake-timeout", o.handshakeTimeout}, {"idle-timeout", o.idleTimeout}, {"connect-timeout", o.connectTimeout}, {"shutdown-timeout", o.shutdownTimeout}} {
+		if d.v < 0 {
+			return listen, target, flagError(d.name, "must not be negative")
+		}
+	}
+	if o.maxConns < 0 {
+		return listen, target, flagError("max-concurrent-conns", "must not be negative")
+	}
+	return listen, target, nil
+}
+
+func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target upstream.Target, tlsConfig *tls.Config, log zerolog.Logger) proxy.Config {
+	return proxy.Config{
+		Mode: mode, Listen: listen, Target: target, TLS: tlsConfig,
+		HandshakeTimeout: o.handshakeTimeout, ConnectTimeout: o.connectTimeout,
+		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log,
+	}
+}
+
+// runProxy binds, serves until SIGTERM or SIGINT, then shuts down
+// gracefully; a second signal exits at once. SIGHUP reloads certificates.
+func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolog.Logger, src *certs.Source) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := cfg.Target.Resolve(ctx); err != nil {
+		return flagError("target", "%v", err)
+	}
+	srv, err := proxy.New(cfg)
+	if err != nil {
+		return flagError("listen", "%v", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go cfg.Target.KeepResolved(30*time.Second, ctx.Done())
+	if src != nil {
+		go src.Watch(ctx, reloadLogger(log, src))
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	log.Info().Str("listen", srv.Addr().String()).Str("target", cfg.Target.String()).Msg("moat is listening")
+
+	for {
+		select {
+		case err := <-served:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				if src != nil {
+					reloadLogger(log, src)(src.Reload())
+				}
+				continue
+			}
+			return shutdown(srv, served, sigs, o.shutdownTimeout, log, sig)
+		}
+	}
+}
+
+// shutdown drains the server; a second signal cuts it short.
+func shutdown(srv *proxy.Server, served <-chan error, sigs <-chan os.Signal, timeout time.Duration, log zerolog.Logger, sig os.Signal) error {
+	log.Info().Str("signal", sig.String()).Int64("open_connections", srv.Active()).Dur("shutdown_timeout", timeout).Msg("shutting down: no new connections")
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- srv.Shutdown(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			<-served
+			if errors.Is(err, context.DeadlineExceeded) {
+				log.Warn().Msg("shutdown timeout reached; remaining connections closed")
+			}
+			log.Info().Msg("moat stopped")
+			return nil
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				continue
+			}
+			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
+			os.Exit(1)
+		}
+	}
+}
+
+// reloadLogger logs the outcome of a certificate reload.
+func reloadLogger(log zerolog.Logger, src *certs.Source) func(error) {
+	return func(err error) {
+		if err != nil {
+			log.Error().Err(err).Msg("certificate reload failed; the previous certificate stays in service")
+			return
+		}
+		ev := log.Info().Time("not_after", src.NotAfter())
+		if c := src.Certificate(); c != nil && c.Leaf != nil {
+			ev = ev.Str("serial", c.Leaf.SerialNumber.String()).Str("subject", c.Leaf.Subject.String())
+		}
+		ev.Msg("certificate reloaded")
+	}
+}

@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// acceptBatch bounds the accepts one wakeup does, so that a flood of new
+// connections cannot starve the loop's established ones.
+const acceptBatch = 64
+
+// acceptPause is how long a loop stops accepting after running out of file
+// descriptors; the listener is level-triggered, so without a pause the loop
+// would spin on EMFILE.
+const acceptPause = 100 * time.Millisecond
+
+// accept takes new connections off the shared listener.
+func (l *loop) accept() {
+	for i := 0; i < acceptBatch && l.accepting; i++ {
+		fd, sa, err := l.srv.ln.acceptOne()
+		switch {
+		case err == unix.EAGAIN:
+			return
+		case isTemporaryAcceptErr(err):
+			continue
+		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			l.acceptPaused = time.Now().Add(acceptPause)
+			l.logLimit("accept paused: out of file descriptors or memory", err)
+			return
+		case err != nil:
+			l.acceptPaused = time.Now().Add(acceptPause)
+			l.logLimit("accept failed", err)
+			return
+		}
+		if max := l.srv.cfg.MaxConns; max > 0 && l.srv.active.Load() >= int64(max) {
+			unix.Close(fd)
+			l.srv.cfg.Observer.Refused("max-conns")
+			l.logLimit("connection refused: --max-concurrent-conns reached", nil)
+			continue
+		}
+		l.srv.active.Add(1)
+		l.newConn(fd, sa)
+	}
+}
+
+// logLimit logs a limit being hit at most once per second per loop, with
+// the count since the last line, rather than once per connection.
+func (l *loop) logLimit(msg string, err error) {
+	l.limitRefused++
+	now := time.Now()
+	if now.Sub(l.lastLimitLog) < time.Second {
+		return
+	}
+	ev := l.srv.cfg.Log.Warn().Int("count", l.limitRefused)
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Msg(msg)
+	l.lastLimitLog = now
+	l.limitRefused = 0
+}

@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// fail ends a connection after an engine error. The alert the engine queued
+// gets one chance to be written, so the peer learns why. When data was in
+// flight the plaintext socket is reset, never closed cleanly, so that the
+// far end cannot mistake the truncation for an orderly end.
+func (c *conn) fail(reason string, err error, resetPlain bool) {
+	if c.phase == phaseClosed {
+		return
+	}
+	if c.phase == phaseHandshake && c.handshook.IsZero() {
+		c.l.srv.cfg.Observer.Handshake(nil, time.Since(c.start), err)
+	}
+	c.tls.writable = true // one attempt: a full socket buffer just drops the alert
+	c.flushTLS()
+	c.closeWith(reason, err, false, resetPlain)
+}
+
+// abort ends a connection for a reason of moat's own (idle or shutdown
+// timeout): close_notify is sent if it can be, and both sockets close.
+func (c *conn) abort(err error) {
+	if c.phase == phaseClosed {
+		return
+	}
+	if c.phase == phaseRelay && !c.closeSent {
+		c.closeSent = true
+		c.eng.CloseWrite()
+		c.flushTLS()
+	}
+	reason := "idle timeout"
+	if errors.Is(err, errClosedByShutdown) {
+		reason = "shutdown"
+	}
+	c.closeWith(reason, err, false, false)
+}
+
+// closeWith closes both sockets, resetting those asked for (SO_LINGER 0
+// sends RST), releases the engine and the pipes, and logs the end.
+func (c *conn) closeWith(reason string, err error, resetTLS, resetPlain bool) {
+	if c.phase == phaseClosed {
+		return
+	}
+	c.phase = phaseClosed
+	c.l.timer.schedule(c, time.Time{})
+	c.closeSide(&c.tls, resetTLS)
+	c.closeSide(&c.pln, resetPlain)
+	c.eng.Close()
+	c.toPlain.Free()
+	c.toTLS.Free()
+	c.l.srv.active.Add(-1)
+	c.report(reason, err)
+}
+
+func (c *conn) closeSide(s *side, reset bool) {
+	if s.fd < 0 {
+		return
+	}
+	if reset {
+		unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	}
+	c.l.remove(s.fd)
+	unix.Close(s.fd)
+	s.fd = -1
+}
+
+// report writes the one log line per connection and tells the observer.
+func (c *conn) report(reason string, err error) {
+	s := c.tlsInfo
+	s.Client = c.client
+	s.Duration = time.Since(c.start)
+	s.FromClient, s.ToClient = c.tlsToPln, c.plnToTLS
+	if c.mode == ModeClient {
+		s.FromClient, s.ToClient = c.plnToTLS, c.tlsToPln
+	}
+	s.Reason, s.Err = reason, err
+	c.l.srv.cfg.Observer.Closed(&s)
+	level := zerolog.InfoLevel
+	if err != nil && reason != "closed" {
+		level = zerolog.WarnLevel
+	}
+	ev := c.l.srv.cfg.Log.WithLevel(level).
+		Str("client", s.Client).
+		Dur("duration_ms", s.Duration).
+		Int64("bytes_from_client", s.FromClient).
+		Int64("bytes_to_client", s.ToClient).
+		Str("reason", reason)
+	if s.TLSVersion != "" {
+		ev = ev.Str("tls_version", s.TLSVersion).Str("cipher", s.Cipher)
+	}
+	if s.SNI != "" {
+		ev = ev.Str("sni", s.SNI)
+	}
+	if s.ALPN != "" {
+		ev = ev.Str("alpn", s.ALPN)
+	}
+	if s.Peer != "" {
+		ev = ev.Str("peer", s.Peer)
+	}
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Msg("connection closed")
+}

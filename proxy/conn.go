@@ -1,0 +1,276 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moat-proxy/moat/tlsstate"
+	"github.com/moat-proxy/moat/upstream"
+)
+
+// A connection goes through these phases in order. In server mode:
+// accept → handshake (authorization happens inside it, through the TLS
+// configuration's verifier) → dial the upstream → relay → closed. In client
+// mode the dial comes before the handshake, since the TLS side is the one
+// dialled.
+type phase uint8
+
+const (
+	phaseHandshake phase = iota
+	phaseDial
+	phaseRelay
+	phaseClosed
+)
+
+// side is one socket of a connection and what epoll last said about it.
+// Sockets are edge-triggered: readable and writable stay true until a call
+// returns EAGAIN.
+type side struct {
+	fd       int
+	readable bool
+	writable bool
+	hup      bool // EPOLLRDHUP/EPOLLHUP seen: read until 0, never stop at a short read
+	readEOF  bool
+	shutWR   bool
+}
+
+// conn is one proxied connection. It belongs to one loop.
+type conn struct {
+	l    *loop
+	tls  side // the socket that speaks TLS
+	pln  side // the socket that speaks plaintext
+	eng  *tlsstate.Engine
+	mode Mode
+
+	toPlain upstream.Pipe // engine plaintext waiting for the plaintext socket
+	toTLS   upstream.Pipe // plaintext waiting for the engine
+
+	phase      phase
+	deadline   time.Time
+	heapIndex  int
+	lastActive time.Time
+	closeSent  bool // close_notify queued
+
+	start     time.Time
+	client    string
+	tlsToPln  int64   // plaintext bytes decrypted and relayed
+	plnToTLS  int64   // plaintext bytes relayed and encrypted
+	tlsInfo   Summary // TLS fields filled in at handshake end
+	handshook time.Time
+}
+
+// newConn starts the life of an accepted socket.
+func (l *loop) newConn(fd int, sa unix.Sockaddr) {
+	now := time.Now()
+	c := &conn{
+		l: l, mode: l.srv.cfg.Mode, heapIndex: -1, start: now, lastActive: now,
+		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa),
+	}
+	accepted := &c.tls
+	if c.mode == ModeClient {
+		accepted = &c.pln
+	}
+	accepted.fd, accepted.readable, accepted.writable = fd, true, true
+	if err := l.add(fd, c); err != nil {
+		unix.Close(fd)
+		l.srv.active.Add(-1)
+		return
+	}
+	l.srv.cfg.Observer.Accepted()
+	cfg := l.srv.cfg
+	opts := tlsstate.Options{HighWater: cfg.HighWater}
+	if c.mode == ModeServer {
+		c.eng = tlsstate.Server(cfg.TLS, opts)
+		c.phase = phaseHandshake
+		l.timer.schedule(c, now.Add(cfg.HandshakeTimeout))
+	} else {
+		c.eng = tlsstate.Client(cfg.TLS, opts)
+		c.phase = phaseDial
+		l.timer.schedule(c, now.Add(cfg.HandshakeTimeout))
+		c.startDial()
+	}
+	c.run()
+}
+
+// onEvent records readiness and runs the connection forward.
+func (c *conn) onEvent(fd int, ev uint32) {
+	s := &c.tls
+	if fd == c.pln.fd {
+		s = &c.pln
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.readable = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.hup = true
+	}
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		s.writable = true
+	}
+	c.run()
+}
+
+// run advances the connection through its phases until nothing moves.
+func (c *conn) run() {
+	for c.phase != phaseClosed {
+		var moved bool
+		switch c.phase {
+		case phaseHandshake:
+			moved = c.handshake()
+		case phaseDial:
+			moved = c.dialProgress()
+		case phaseRelay:
+			moved = c.relay()
+		}
+		if !moved {
+			return
+		}
+	}
+}
+
+// handshake feeds the engine until the TLS handshake completes.
+func (c *conn) handshake() bool {
+	moved := c.flushTLS()
+	moved = c.readTLS() || moved
+	if c.phase == phaseClosed {
+		return false
+	}
+	err := c.eng.Handshake()
+	moved = c.flushTLS() || moved
+	switch {
+	case c.phase == phaseClosed:
+		return false
+	case err == nil:
+		c.handshakeDone()
+		return true
+	case errors.Is(err, tlsstate.ErrWantRead):
+		if c.tls.readEOF {
+			c.fail("handshake", errors.New("peer closed the connection during the handshake"), false)
+		}
+		return moved
+	default:
+		c.fail("handshake", err, false)
+		return false
+	}
+}
+
+// handshakeDone records what was negotiated and moves on: to dialling the
+// upstream in server mode, to relaying in client mode.
+func (c *conn) handshakeDone() {
+	now := time.Now()
+	cs := c.eng.ConnectionState()
+	c.handshook = now
+	c.tlsInfo.TLSVersion = tls.VersionName(cs.Version)
+	c.tlsInfo.Cipher = tls.CipherSuiteName(cs.CipherSuite)
+	c.tlsInfo.SNI = cs.ServerName
+	c.tlsInfo.ALPN = cs.NegotiatedProtocol
+	if len(cs.PeerCertificates) > 0 {
+		c.tlsInfo.Peer = cs.PeerCertificates[0].Subject.CommonName
+	}
+	c.l.srv.cfg.Observer.Handshake(&cs, now.Sub(c.start), nil)
+	if c.mode == ModeServer {
+		c.phase = phaseDial
+		c.l.timer.schedule(c, now.Add(c.l.srv.cfg.ConnectTimeout))
+		c.startDial()
+		return
+	}
+	c.startRelay(now)
+}
+
+// startDial opens the socket to the far side: the plaintext upstream in
+// server mode, the TLS server in client mode.
+func (c *conn) startDial() {
+	fd, inProgress, err := c.l.srv.cfg.Target.DialNonblocking()
+	if err != nil {
+		c.dialFailed(err)
+		return
+	}
+	dialled := c.dialled()
+	dialled.fd, dialled.writable = fd, !inProgress
+	if err := c.l.add(fd, c); err != nil {
+		unix.Close(fd)
+		dialled.fd = -1
+		c.dialFailed(err)
+		return
+	}
+	if !inProgress {
+		c.dialDone()
+	}
+}
+
+func (c *conn) dialled() *side {
+	if c.mode == ModeServer {
+		return &c.pln
+	}
+	return &c.tls
+}
+
+// dialProgress finishes a connect once the socket is writable.
+func (c *conn) dialProgress() bool {
+	d := c.dialled()
+	if d.fd < 0 || !d.writable {
+		if c.mode == ModeServer {
+			return c.readTLS() // keep early data flowing into the engine (bounded)
+		}
+		return false
+	}
+	if err := upstream.FinishDial(d.fd); err != nil {
+		c.dialFailed(fmt.Errorf("dial %s: %w", c.l.srv.cfg.Target, err))
+		return false
+	}
+	c.dialDone()
+	return true
+}
+
+func (c *conn) dialFailed(err error) {
+	c.l.srv.cfg.Observer.DialFailed(err)
+	c.closeWith("dial", err, c.mode == ModeServer, false)
+}
+
+func (c *conn) dialDone() {
+	now := time.Now()
+	if c.mode == ModeServer {
+		c.startRelay(now)
+		return
+	}
+	c.phase = phaseHandshake
+	c.l.timer.schedule(c, c.start.Add(c.l.srv.cfg.HandshakeTimeout))
+}
+
+func (c *conn) startRelay(now time.Time) {
+	c.phase = phaseRelay
+	c.lastActive = now
+	var at time.Time
+	if idle := c.l.srv.cfg.IdleTimeout; idle > 0 {
+		at = now.Add(idle)
+	}
+	c.l.timer.schedule(c, at)
+}
+
+// onDeadline enforces the handshake, connect and idle limits.
+func (c *conn) onDeadline(now time.Time) {
+	switch c.phase {
+	case phaseHandshake:
+		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), false)
+	case phaseDial:
+		err := fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.l.srv.cfg.ConnectTimeout)
+		if c.mode == ModeClient {
+			err = fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.l.srv.cfg.HandshakeTimeout)
+		}
+		c.dialFailed(err)
+	case phaseRelay:
+		idle := c.l.srv.cfg.IdleTimeout
+		if idle <= 0 {
+			return
+		}
+		if until := c.lastActive.Add(idle); until.After(now) {
+			c.l.timer.schedule(c, until)
+			return
+		}
+		c.abort(fmt.Errorf("idle for %s", idle))
+	}
+}

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moat-proxy/moat/upstream"
+)
+
+// listener is one listening socket shared by every loop. Each loop watches
+// it with EPOLLEXCLUSIVE, so an incoming connection wakes one loop. One
+// socket (rather than SO_REUSEPORT copies) keeps "address already in use"
+// an error, as a user expects from a second instance on the same port.
+type listener struct {
+	fd       int
+	addr     net.Addr
+	unixPath string
+	once     sync.Once
+}
+
+// listen binds t with the standard library, for its address handling and
+// errors, then keeps a non-blocking duplicate of the socket for epoll.
+func listen(t upstream.Target, mode uint32) (*listener, error) {
+	if t.Network == "unix" {
+		if fi, err := os.Lstat(t.Address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			// A socket file left by a previous run; refuse if something
+			// still answers on it.
+			if c, err := net.Dial("unix", t.Address); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen unix:%s: address already in use", t.Address)
+			}
+			os.Remove(t.Address)
+		}
+	}
+	nl, err := net.Listen(t.Network, t.Address)
+	if err != nil {
+		return nil, err
+	}
+	defer nl.Close()
+	ln := &listener{addr: nl.Addr()}
+	if ul, ok := nl.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+		ln.unixPath = t.Address
+		if mode != 0 {
+			if err := os.Chmod(t.Address, os.FileMode(mode)); err != nil {
+				return nil, fmt.Errorf("listen unix:%s: %w", t.Address, err)
+			}
+		}
+	}
+	sc, err := nl.(interface {
+		SyscallConn() (syscall.RawConn, error)
+	}).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var dupErr error
+	err = sc.Control(func(fd uintptr) {
+		ln.fd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err == nil {
+		err = dupErr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", t, err)
+	}
+	if err := unix.SetNonblock(ln.fd, true); err != nil {
+		unix.Close(ln.fd)
+		return nil, fmt.Errorf("listen %s: %w", t, err)
+	}
+	return ln, nil
+}
+
+// close closes the socket once; a unix socket file is removed.
+func (ln *listener) close() {
+	ln.once.Do(func() {
+		unix.Close(ln.fd)
+		if ln.unixPath != "" {
+			os.Remove(ln.unixPath)
+		}
+	})
+}
+
+// acceptOne accepts a connection as a non-blocking socket, with
+// TCP_NODELAY on TCP.
+func (ln *listener) acceptOne() (int, unix.Sockaddr, error) {
+	fd, sa, err := unix.Accept4(ln.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+	if err != nil {
+		return -1, nil, err
+	}
+	switch sa.(type) {
+	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	return fd, sa, nil
+}
+
+// sockaddrString formats a peer address for logs.
+func sockaddrString(sa unix.Sockaddr) string {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String()
+	case *unix.SockaddrInet6:
+		return (&net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}).String()
+	case *unix.SockaddrUnix:
+		if a.Name == "" {
+			return "unix"
+		}
+		return "unix:" + a.Name
+	}
+	return "unknown"
+}

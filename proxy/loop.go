@@ -1,0 +1,183 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// loop is one epoll event loop. It owns its connections outright: every
+// engine call, socket call and timer for a connection happens on the loop's
+// goroutine, so connection state needs no locks. Other goroutines reach a
+// loop only through post.
+type loop struct {
+	srv   *Server
+	epfd  int
+	evfd  int // eventfd that wakes the loop for posted tasks
+	conns map[int]*conn
+	timer timerHeap
+
+	scratch []byte    // one plaintext batch, shared by the loop's connections
+	now     time.Time // when epoll_wait last returned; activity stamps use it
+
+	mu    sync.Mutex
+	tasks []func()
+
+	accepting    bool
+	acceptPaused time.Time // zero, or when to retry after EMFILE
+	stopped      bool
+	lastLimitLog time.Time
+	limitRefused int
+}
+
+const epollConnEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+func newLoop(s *Server) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, err
+	}
+	l := &loop{srv: s, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, 64<<10)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
+		l.close()
+		return nil, err
+	}
+	ev := &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(s.ln.fd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, s.ln.fd, ev); err != nil {
+		l.close()
+		return nil, err
+	}
+	l.accepting = true
+	return l, nil
+}
+
+func (l *loop) close() {
+	unix.Close(l.epfd)
+	unix.Close(l.evfd)
+}
+
+// post runs f on the loop's goroutine. It never blocks.
+func (l *loop) post(f func()) {
+	l.mu.Lock()
+	l.tasks = append(l.tasks, f)
+	l.mu.Unlock()
+	var one = [8]byte{1}
+	unix.Write(l.evfd, one[:])
+}
+
+func (l *loop) runTasks() {
+	var buf [8]byte
+	unix.Read(l.evfd, buf[:])
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks = nil
+	l.mu.Unlock()
+	for _, f := range tasks {
+		f()
+	}
+}
+
+// run is the loop: wait for readiness or the next deadline, dispatch, fire
+// timers, until the server stops it and no connection is left.
+func (l *loop) run() {
+	events := make([]unix.EpollEvent, 256)
+	for !(l.stopped && len(l.conns) == 0) {
+		n, err := unix.EpollWait(l.epfd, events, l.waitMillis(time.Now()))
+		l.now = time.Now()
+		if err != nil && err != unix.EINTR {
+			l.srv.cfg.Log.Error().Err(err).Msg("epoll_wait failed; event loop stops")
+			l.closeAllAndStop()
+			return
+		}
+		for i := 0; i < n; i++ {
+			l.dispatch(int(events[i].Fd), events[i].Events)
+		}
+		now := l.now
+		l.fireTimers(now)
+		if !l.acceptPaused.IsZero() && !now.Before(l.acceptPaused) {
+			l.acceptPaused = time.Time{}
+			l.accept()
+		}
+	}
+}
+
+func (l *loop) dispatch(fd int, events uint32) {
+	switch fd {
+	case l.evfd:
+		l.runTasks()
+	case l.srv.ln.fd:
+		if l.accepting && l.acceptPaused.IsZero() {
+			l.accept()
+		}
+	default:
+		if c := l.conns[fd]; c != nil {
+			c.onEvent(fd, events)
+		}
+	}
+}
+
+// waitMillis is the epoll_wait timeout: until the next deadline, or forever.
+func (l *loop) waitMillis(now time.Time) int {
+	next, ok := l.timer.next()
+	if !l.acceptPaused.IsZero() && (!ok || l.acceptPaused.Before(next)) {
+		next, ok = l.acceptPaused, true
+	}
+	if !ok {
+		return -1
+	}
+	d := next.Sub(now)
+	if d <= 0 {
+		return 0
+	}
+	return int((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func (l *loop) fireTimers(now time.Time) {
+	for {
+		c := l.timer.expired(now)
+		if c == nil {
+			return
+		}
+		c.onDeadline(now)
+	}
+}
+
+// add registers a socket of c with the loop.
+func (l *loop) add(fd int, c *conn) error {
+	ev := &unix.EpollEvent{Events: epollConnEvents, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, ev); err != nil {
+		return err
+	}
+	l.conns[fd] = c
+	return nil
+}
+
+// remove forgets a socket; closing the fd takes it out of epoll.
+func (l *loop) remove(fd int) { delete(l.conns, fd) }
+
+// stopAccepting takes the shared listener out of this loop.
+func (l *loop) stopAccepting() {
+	if l.accepting {
+		l.accepting = false
+		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.srv.ln.fd, nil)
+	}
+}
+
+// closeAllAndStop closes every connection and lets run return.
+func (l *loop) closeAllAndStop() {
+	l.stopAccepting()
+	l.stopped = true
+	seen := make(map[*conn]bool, len(l.conns))
+	for _, c := range l.conns {
+		if !seen[c] {
+			seen[c] = true
+			c.abort(errClosedByShutdown)
+		}
+	}
+}

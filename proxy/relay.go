@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/moat-proxy/moat/tlsstate"
+)
+
+// relay is one turn of the pump between the two sockets. It reads top to
+// bottom as the data path: TLS socket → engine → plaintext socket, then
+// plaintext socket → engine → TLS socket, then half-close. The engine's
+// output is flushed after every step that may have produced some, reads
+// included (a KeyUpdate answer, a renegotiation flight, an alert).
+func (c *conn) relay() bool {
+	moved := c.flushTLS()
+	moved = c.readTLS() || moved
+	moved = c.flushPlain() || moved
+	moved = c.engineToPlain() || moved
+	moved = c.flushTLS() || moved
+	moved = c.plainToEngine() || moved
+	moved = c.flushTLS() || moved
+	if c.phase == phaseClosed {
+		return false
+	}
+	moved = c.halfClose() || moved
+	return moved && c.phase != phaseClosed
+}
+
+// flushTLS writes the engine's pending ciphertext to the TLS socket.
+func (c *conn) flushTLS() bool {
+	moved := false
+	for c.phase != phaseClosed && c.eng.Pending() > 0 && c.tls.writable {
+		n, err := unix.Write(c.tls.fd, c.eng.Output())
+		if n > 0 {
+			c.eng.Consume(n)
+			moved = true
+		}
+		switch {
+		case err == unix.EAGAIN:
+			c.tls.writable = false
+		case err == unix.EINTR:
+		case err != nil:
+			c.closeWith("tls write", err, false, true)
+		}
+	}
+	return moved
+}
+
+// readTLS moves ciphertext from the socket into the engine's input, as much
+// as the engine has room for. An engine with full input is not read from
+// until the relay has taken plaintext out of it.
+func (c *conn) readTLS() bool {
+	moved := false
+	for c.phase != phaseClosed && c.tls.readable && !c.tls.readEOF {
+		space := c.eng.InputSpace()
+		if len(space) == 0 {
+			break
+		}
+		n, err := unix.Read(c.tls.fd, space)
+		switch {
+		case n > 0:
+			c.eng.Commit(n)
+			c.lastActive = c.l.now
+			moved = true
+			if n < len(space) && !c.tls.hup {
+				c.tls.readable = false
+			}
+		case err == nil:
+			c.tls.readEOF = true
+			c.eng.FeedEOF()
+			moved = true
+		case err == unix.EAGAIN:
+			c.tls.readable = false
+		case err == unix.EINTR:
+		default:
+			c.closeWith("tls read", err, false, true)
+		}
+	}
+	return moved
+}
+
+// engineToPlain decrypts up to one batch of plaintext and writes it to the
+// plaintext socket in one call; what the socket does not take is parked,
+// and nothing more is decrypted until the park is empty.
+func (c *conn) engineToPlain() bool {
+	room := c.toPlain.Room()
+	if c.phase == phaseClosed || room == 0 || c.pln.shutWR {
+		return false
+	}
+	buf := c.l.scratch[:min(room, len(c.l.scratch))]
+	n := 0
+	var err error
+	for n < len(buf) && err == nil {
+		var k int
+		k, err = c.eng.Read(buf[n:])
+		n += k
+	}
+	moved := n > 0
+	if n > 0 {
+		c.tlsToPln += int64(n)
+		c.countRelayed(n, 0)
+		c.writePlain(buf[:n])
+	}
+	switch {
+	case err == nil, errors.Is(err, tlsstate.ErrWantRead):
+	case err == io.EOF:
+		c.toPlain.CloseWrite()
+		moved = true
+	case c.phase != phaseClosed:
+		c.fail("tls", err, true)
+	}
+	return moved
+}
+
+// writePlain writes b to the plaintext socket and parks what it refused.
+func (c *conn) writePlain(b []byte) {
+	n := 0
+	if c.pln.writable {
+		var err error
+		n, err = unix.Write(c.pln.fd, b)
+		if n < 0 {
+			n = 0
+		}
+		switch {
+		case err == unix.EAGAIN:
+			c.pln.writable = false
+		case err != nil && err != unix.EINTR:
+			c.closeWith("upstream write", err, true, false)
+			return
+		}
+	}
+	c.lastActive = c.l.now
+	c.toPlain.Park(b[n:])
+}
+
+// flushPlain writes parked plaintext to the plaintext socket.
+func (c *conn) flushPlain() bool {
+	moved := false
+	for c.phase != phaseClosed && c.toPlain.Len() > 0 && c.pln.writable {
+		n, err := unix.Write(c.pln.fd, c.toPlain.Backlog())
+		if n > 0 {
+			c.toPlain.Consume(n)
+			c.lastActive = c.l.now
+			moved = true
+		}
+		switch {
+		case err == unix.EAGAIN:
+			c.pln.writable = false
+		case err != nil && err != unix.EINTR:
+			c.closeWith("upstream write", err, true, false)
+		}
+	}
+	return moved
+}
+
+// plainToEngine reads plaintext and hands it to the engine to encrypt. It
+// reads no more than the engine may queue below its high-water mark, so
+// every byte read is encrypted at once and the park stays empty unless the
+// engine is busy with a handshake.
+func (c *conn) plainToEngine() bool {
+	moved := c.drainToTLS()
+	if c.phase == phaseClosed || c.toTLS.Len() > 0 || c.toTLS.Closed() || !c.pln.readable || c.pln.readEOF {
+		return moved
+	}
+	room := c.l.srv.cfg.HighWater - c.eng.Pending()
+	room -= room/16 + 512 // record headers and tags, so the whole batch fits
+	if room <= 0 {
+		return moved
+	}
+	buf := c.l.scratch[:min(room, len(c.l.scratch), c.toTLS.Room())]
+	n, err := unix.Read(c.pln.fd, buf)
+	switch {
+	case n > 0:
+		c.plnToTLS += int64(n)
+		c.countRelayed(0, n)
+		c.lastActive = c.l.now
+		if n < len(buf) && !c.pln.hup {
+			c.pln.readable = false
+		}
+		c.writeEngine(buf[:n])
+		return true
+	case err == nil:
+		c.pln.readEOF = true
+		c.toTLS.CloseWrite()
+		return true
+	case err == unix.EAGAIN:
+		c.pln.readable = false
+	case err == unix.EINTR:
+	default:
+		c.closeWith("upstream read", err, true, false)
+	}
+	return moved
+}
+
+// writeEngine encrypts b; a part the engine cannot take now (it is busy
+// with a renegotiation, or above high water) is parked.
+func (c *conn) writeEngine(b []byte) {
+	for len(b) > 0 {
+		n, err := c.eng.Write(b)
+		b = b[n:]
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, tlsstate.ErrWantWrite) || errors.Is(err, tlsstate.ErrWantRead) {
+			c.toTLS.Park(b)
+			return
+		}
+		c.fail("tls", err, true)
+		return
+	}
+}
+
+// drainToTLS offers parked plaintext to the engine again.
+func (c *conn) drainToTLS() bool {
+	moved := false
+	for c.phase != phaseClosed && c.toTLS.Len() > 0 {
+		n, err := c.eng.Write(c.toTLS.Backlog())
+		if n > 0 {
+			c.toTLS.Consume(n)
+			moved = true
+		}
+		if err != nil {
+			if !errors.Is(err, tlsstate.ErrWantWrite) && !errors.Is(err, tlsstate.ErrWantRead) {
+				c.fail("tls", err, true)
+			}
+			break
+		}
+	}
+	return moved
+}
+
+// halfClose carries an EOF through once the data before it has gone:
+// the client's close_notify or FIN becomes shutdown(SHUT_WR) on the
+// plaintext socket; the plaintext side's EOF becomes close_notify and then
+// SHUT_WR on the TLS socket. When both directions are done the connection
+// closes cleanly.
+func (c *conn) halfClose() bool {
+	moved := false
+	if c.toPlain.Drained() && !c.pln.shutWR {
+		unix.Shutdown(c.pln.fd, unix.SHUT_WR)
+		c.pln.shutWR = true
+		moved = true
+	}
+	if c.toTLS.Drained() && !c.closeSent {
+		c.closeSent = true
+		c.eng.CloseWrite()
+		c.flushTLS()
+		moved = true
+	}
+	if c.closeSent && c.eng.Pending() == 0 && !c.tls.shutWR && c.phase != phaseClosed {
+		unix.Shutdown(c.tls.fd, unix.SHUT_WR)
+		c.tls.shutWR = true
+		moved = true
+	}
+	if c.pln.shutWR && c.tls.shutWR && c.phase != phaseClosed {
+		c.closeWith("closed", nil, false, false)
+		return false
+	}
+	return moved
+}
+
+// countRelayed reports bytes from the TLS side and to it, seen from the
+// accepting side: in client mode the accepted socket is the plaintext one.
+func (c *conn) countRelayed(fromTLS, toTLS int) {
+	if c.mode == ModeClient {
+		fromTLS, toTLS = toTLS, fromTLS
+	}
+	c.l.srv.cfg.Observer.Relayed(fromTLS, toTLS)
+}

@@ -1,0 +1,208 @@
+// Package proxy runs moat's data path: listeners, epoll event loops, and the
+// life of each connection from accept to close. A connection has a TLS side,
+// driven through a tlsstate.Engine, and a plaintext side; in server mode the
+// TLS side is accepted and the plaintext side dialled, in client mode the
+// other way round. Both orientations share one relay.
+//
+// Typical use:
+//
+//	srv, err := proxy.New(proxy.Config{
+//		Mode:   proxy.ModeServer,
+//		Listen: listen, Target: target, // upstream.Target values
+//		TLS:    tlsConfig,
+//		Log:    logger,
+//	})
+//	go srv.Serve(ctx)
+//	// on SIGTERM:
+//	srv.Shutdown(shutdownCtx)
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/moat-proxy/moat/upstream"
+)
+
+// Mode says which side of a connection speaks TLS.
+type Mode int
+
+const (
+	// ModeServer accepts TLS and dials a plaintext upstream.
+	ModeServer Mode = iota
+	// ModeClient accepts plaintext and dials a TLS server.
+	ModeClient
+)
+
+// Config configures a Server. Zero durations and counts take the defaults
+// named on each field.
+type Config struct {
+	Mode   Mode
+	Listen upstream.Target // where moat accepts connections
+	Target upstream.Target // where moat connects to
+	TLS    *tls.Config     // server or client configuration for the TLS side
+
+	Loops            int           // event loops; default GOMAXPROCS
+	HighWater        int           // engine output bound per connection; default 64 KiB
+	HandshakeTimeout time.Duration // accept (or dial) to handshake done; default 10s
+	ConnectTimeout   time.Duration // dial of the far side; default 10s
+	IdleTimeout      time.Duration // no bytes either way; 0 = none
+	MaxConns         int           // concurrent connections; 0 = limited by file descriptors
+	ListenMode       uint32        // permission bits of a unix listening socket; 0 = umask
+
+	Log      zerolog.Logger
+	Observer Observer // metrics hooks; nil = none
+}
+
+func (c *Config) setDefaults() {
+	if c.Loops <= 0 {
+		c.Loops = runtime.GOMAXPROCS(0)
+	}
+	if c.HighWater <= 0 {
+		c.HighWater = 64 << 10
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+}
+
+// Server accepts connections and relays them through its event loops.
+type Server struct {
+	cfg   Config
+	ln    *listener
+	loops []*loop
+
+	active   atomic.Int64 // open connections, for MaxConns and Shutdown
+	draining atomic.Bool
+	done     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// New checks the configuration and binds the listening socket, so that a
+// port in use or a bad address is reported before Serve.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if cfg.TLS == nil {
+		return nil, errors.New("proxy: no TLS configuration")
+	}
+	ln, err := listen(cfg.Listen, cfg.ListenMode)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
+	for i := 0; i < cfg.Loops; i++ {
+		l, err := newLoop(s)
+		if err != nil {
+			s.closeLoops()
+			ln.close()
+			return nil, fmt.Errorf("event loop: %w", err)
+		}
+		s.loops = append(s.loops, l)
+	}
+	return s, nil
+}
+
+// Addr returns the address the server listens on (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.ln.addr }
+
+// Serve runs the event loops until Shutdown completes or ctx is cancelled.
+// Cancelling ctx closes every connection at once.
+func (s *Server) Serve(ctx context.Context) error {
+	for _, l := range s.loops {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			l.run()
+		}()
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.stopListening()
+			s.closeAll()
+		case <-s.done:
+		}
+	}()
+	s.wg.Wait()
+	s.stopOnce.Do(func() { close(s.done) })
+	s.closeLoops()
+	s.ln.close()
+	return nil
+}
+
+// Shutdown stops accepting, then waits for open connections to finish until
+// ctx ends, when it closes the rest. It returns ctx.Err() in that case.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopListening()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for s.active.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			s.closeAll()
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	s.closeAll()
+	return nil
+}
+
+// Active returns the number of open connections.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// stopListening takes the listener out of every loop, then closes it, so
+// that new connections are refused by the kernel.
+func (s *Server) stopListening() {
+	if s.draining.Swap(true) {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, l := range s.loops {
+		wg.Add(1)
+		l.post(func() { l.stopAccepting(); wg.Done() })
+	}
+	wg.Wait()
+	s.ln.close()
+}
+
+// closeAll ends every connection and lets the loops exit.
+func (s *Server) closeAll() {
+	for _, l := range s.loops {
+		l.post(l.closeAllAndStop)
+	}
+}
+
+func (s *Server) closeLoops() {
+	for _, l := range s.loops {
+		l.close()
+	}
+}
+
+// errClosedByShutdown is the close reason of connections still open when
+// the shutdown timeout ran out.
+var errClosedByShutdown = errors.New("shutdown")
+
+func isTemporaryAcceptErr(err error) bool {
+	return err == unix.ECONNABORTED || err == unix.EINTR || err == unix.EPROTO
+}

@@ -1,0 +1,47 @@
+package upstream
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// DialNonblocking starts connecting to the target on a new non-blocking
+// socket. When inProgress is true the caller waits for the socket to become
+// writable and then calls FinishDial. TCP sockets get TCP_NODELAY, since moat
+// relays whatever arrives at once and batching is the peers' business.
+func (t Target) DialNonblocking() (fd int, inProgress bool, err error) {
+	sa, family, err := t.Sockaddr()
+	if err != nil {
+		return -1, false, fmt.Errorf("dial %s: %w", t, err)
+	}
+	fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, false, fmt.Errorf("dial %s: socket: %w", t, err)
+	}
+	if family != unix.AF_UNIX {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	}
+	switch err = unix.Connect(fd, sa); err {
+	case nil:
+		return fd, false, nil
+	case unix.EINPROGRESS:
+		return fd, true, nil
+	default:
+		unix.Close(fd)
+		return -1, false, fmt.Errorf("dial %s: %w", t, err)
+	}
+}
+
+// FinishDial reports the outcome of a connect that was in progress, once
+// the socket has become writable.
+func FinishDial(fd int) error {
+	soErr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return err
+	}
+	if soErr != 0 {
+		return unix.Errno(soErr)
+	}
+	return nil
+}
