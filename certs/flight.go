@@ -38,9 +38,9 @@ const (
 	x25519Share      = 32        // public key
 	mlkemHybridShare = 1088 + 32 // ML-KEM-768 ciphertext + X25519 key
 	finishedSHA256   = 32        // verify_data for a SHA-256 suite
+	// ServerHello without session ID and extensions: legacy_version,
+	// random, session ID length, cipher suite, compression, extensions length.
 	serverHelloFixed = 2 + 32 + 1 + 2 + 1 + 2
-	// legacy_version, random, session ID length, cipher suite,
-	// compression, extensions length
 )
 
 // records is the number of records a handshake message of n bytes needs.
