@@ -57,7 +57,7 @@ func dispatch(args []string) error {
 
 // parseRunFlags turns `bench run` flags into a runConfig and an output path.
 func parseRunFlags(args []string) (runConfig, string, error) {
-	cfg := runConfig{log: os.Stderr}
+	cfg := runConfig{log: os.Stderr, quietWait: 10 * time.Second, attempts: 3}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small sizes, 1 rep, 1,000 idle conns: under a minute")
 	fs.IntVar(&cfg.reps, "reps", 3, "repetitions; the table shows medians")

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -70,7 +71,13 @@ func startChild(name string, cpu int, argv []string, prep func(*exec.Cmd)) (*chi
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	children[c] = true
-	go func() { c.err = cmd.Wait(); close(c.done) }()
+	go func() {
+		c.err = cmd.Wait()
+		if ps := cmd.ProcessState; ps != nil {
+			reapedCPU.Add(int64(ps.UserTime() + ps.SystemTime()))
+		}
+		close(c.done)
+	}()
 	return c, nil
 }
 
@@ -233,4 +240,81 @@ func vmRSS(path string) int64 {
 		}
 	}
 	return 0
+}
+
+// reapedCPU is the CPU time of every child that has exited, so that a
+// measurement can tell its own processes' CPU from everyone else's.
+var reapedCPU atomic.Int64
+
+// maxForeign is the share of the machine's CPU time that processes other
+// than the harness's may use during a measurement before it is repeated.
+const maxForeign = 0.05
+
+// cpuMark is a snapshot of the machine's and the harness's CPU time.
+type cpuMark struct {
+	busy, total time.Duration // all CPUs, from /proc/stat
+	ours        time.Duration // proxy + upstream now, plus reaped children
+}
+
+func markCPU(in *instance) cpuMark {
+	var m cpuMark
+	m.busy, m.total = machineCPU()
+	_, p, _ := in.proxy.groupStats()
+	m.ours = p + time.Duration(reapedCPU.Load())
+	if in.upstream != nil {
+		_, u, _ := in.upstream.groupStats()
+		m.ours += u
+	}
+	return m
+}
+
+// foreignCPU is the CPU time between a and b that went to processes not
+// started by the harness, and its share of all CPU time. /proc counts in
+// 10 ms ticks, so a few ticks either way are noise, not a neighbour.
+func foreignCPU(a, b cpuMark) (time.Duration, float64) {
+	total := b.total - a.total
+	if total <= 0 {
+		return 0, 0
+	}
+	foreign := max(0, (b.busy-a.busy)-(b.ours-a.ours))
+	return foreign, float64(foreign) / float64(total)
+}
+
+// disturbed reports whether the foreign CPU time is more than tick noise
+// and more than maxForeign of the machine.
+func disturbed(foreign time.Duration, share float64) bool {
+	return foreign > 50*time.Millisecond && share > maxForeign
+}
+
+// machineCPU reads busy and total CPU time of all CPUs from /proc/stat.
+func machineCPU() (busy, total time.Duration) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		d := time.Duration(v) * time.Second / clockTicks
+		total += d
+		if i != 3 && i != 4 { // idle and iowait
+			busy += d
+		}
+	}
+	return busy, total
+}
+
+// waitQuiet waits, at most max, until the CPUs are less than 10% busy over a
+// quarter second, so a measurement does not start in the middle of someone
+// else's build. It does not fail: guarded checks the measurement itself.
+func waitQuiet(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for time.Now().Before(deadline) {
+		b0, t0 := machineCPU()
+		time.Sleep(250 * time.Millisecond)
+		b1, t1 := machineCPU()
+		if t1 <= t0 || float64(b1-b0)/float64(t1-t0) < 0.10 {
+			return
+		}
+	}
 }

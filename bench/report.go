@@ -163,7 +163,7 @@ func writeNotes(w io.Writer, results []*peerResult) {
 		if r.missing != "" {
 			fmt.Fprintf(w, "- %s: not measured: %s\n", r.name, r.missing)
 		}
-		for _, n := range slices.Compact(slices.Clone(r.notes)) {
+		for _, n := range slices.Compact(slices.Concat(r.notes, r.disturbed)) {
 			fmt.Fprintf(w, "- %s: %s\n", r.name, strings.TrimSpace(n))
 		}
 	}
