@@ -285,3 +285,44 @@ func TestWatchDirsReportsSymlinkRename(t *testing.T) {
 	for range events { // closed once the context is done
 	}
 }
+
+func TestWatchFallsBackToPollingWhenItsDirectoryIsReplaced(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	base := t.TempDir()
+	dir := filepath.Join(base, "tls")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := writeKeyPair(t, dir, "tls", ca.issue(t, serverTemplate()))
+	src, err := NewFileSource(certFile, keyFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := watch(t, src)
+	time.Sleep(2 * watchDebounce) // let Watch set up its inotify watch
+	// Moving the directory away ends the inotify watch (IN_MOVE_SELF); the
+	// new directory is only seen by polling.
+	if err := os.Rename(dir, dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	next := ca.issue(t, serverTemplate())
+	writeKeyPair(t, dir, "tls", next)
+	deadline := time.After(3 * pollInterval)
+	for {
+		select {
+		case err := <-reports:
+			if err != nil {
+				continue // files briefly missing while the directory was swapped
+			}
+			if src.Serial().Cmp(next.Leaf.SerialNumber) != 0 {
+				t.Fatal("reported a reload without the new certificate")
+			}
+			return
+		case <-deadline:
+			t.Fatal("polling did not pick up the new directory")
+		}
+	}
+}
