@@ -53,6 +53,9 @@ func (o *commonOptions) addresses() (listen, target upstream.Target, err error) 
 	if target, err = upstream.ParseTarget(o.target); err != nil {
 		return listen, target, flagError("target", "%v", err)
 	}
+	if target.Network == "tcp" && target.Port() == 0 {
+		return listen, target, flagError("target", "%q: port 0 cannot be connected to", o.target)
+	}
 	for _, d := range []struct {
 		name string
 		v    time.Duration

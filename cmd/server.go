@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"crypto/tls"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +17,8 @@ type serverOptions struct {
 	selfSigned  bool
 	selfHosts   []string
 	disableAuth bool
+	caFile      string
+	policy      certs.Policy
 }
 
 func init() { extraCommands = append(extraCommands, newServerCommand) }
@@ -45,6 +46,12 @@ it off explicitly.`,
 	f.BoolVar(&o.selfSigned, "self-signed", false, "serve a certificate generated in memory at start-up (its SHA-256 fingerprint is logged)")
 	f.StringSliceVar(&o.selfHosts, "self-signed-hosts", []string{"localhost", "127.0.0.1", "::1"}, "names and addresses of the --self-signed certificate")
 	f.BoolVar(&o.disableAuth, "disable-authentication", false, "accept clients without a certificate (client authentication is required otherwise)")
+	f.StringVar(&o.caFile, "cacert", "", "PEM bundle of the CAs client certificates must chain to (with --cert-dir, ca.crt is used when this is not given); reloaded on change")
+	f.StringSliceVar(&o.policy.CNs, "allow-cn", nil, "allow clients whose certificate subject CN is NAME (repeatable)")
+	f.StringSliceVar(&o.policy.OUs, "allow-ou", nil, "allow clients whose certificate has the subject OU NAME (repeatable)")
+	f.StringSliceVar(&o.policy.DNSNames, "allow-dns", nil, "allow clients whose certificate has the DNS SAN NAME (repeatable)")
+	f.StringSliceVar(&o.policy.URIs, "allow-uri", nil, "allow clients whose certificate has the URI SAN URI, e.g. spiffe://trust.domain/ns/x/sa/y (repeatable)")
+	f.BoolVar(&o.policy.AllowAll, "allow-all", false, "allow any client whose certificate chains to --cacert")
 	return cmd
 }
 
@@ -57,24 +64,42 @@ func (o *serverOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	if !o.disableAuth {
-		return flagError("disable-authentication", "client authentication is required by default: give --disable-authentication to accept clients without a certificate")
+	if err := o.checkAuthFlags(); err != nil {
+		return err
 	}
 	src, err := o.source()
 	if err != nil {
 		return err
+	}
+	if !o.disableAuth && src.CAPool() == nil {
+		return flagError("cacert", "client authentication needs a CA bundle: give --cacert (or ca.crt in --cert-dir)")
 	}
 	if o.selfSigned {
 		leaf := src.Certificate().Leaf
 		log.Warn().Str("sha256_fingerprint", certs.Fingerprint(leaf)).Strs("hosts", o.selfHosts).
 			Time("not_after", leaf.NotAfter).Msg("serving a self-signed certificate generated at start-up; clients will not trust it")
 	}
-	tlsConfig := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		GetCertificate: src.GetCertificate,
-	}
+	tlsConfig := src.ServerTLSConfig(o.policy, !o.disableAuth)
 	cfg := o.common.proxyConfig(proxy.ModeServer, listen, target, tlsConfig, log)
 	return runProxy(cmd.Context(), cfg, o.common, log, src)
+}
+
+// checkAuthFlags enforces that client authentication is on unless turned
+// off explicitly, and that an on switch says who is allowed.
+func (o *serverOptions) checkAuthFlags() error {
+	p := o.policy
+	rules := len(p.CNs) + len(p.OUs) + len(p.DNSNames) + len(p.URIs)
+	switch {
+	case o.disableAuth && (rules > 0 || p.AllowAll):
+		return flagError("disable-authentication", "cannot be combined with --allow-* flags")
+	case o.disableAuth && o.caFile != "":
+		return flagError("disable-authentication", "cannot be combined with --cacert")
+	case o.disableAuth:
+		return nil
+	case rules == 0 && !p.AllowAll:
+		return flagError("disable-authentication", "client authentication is required by default: give --cacert with --allow-cn, --allow-ou, --allow-dns, --allow-uri or --allow-all, or --disable-authentication to accept any client")
+	}
+	return nil
 }
 
 // source loads the serving certificate from exactly one of --cert/--key,
@@ -92,11 +117,16 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	case given > 1:
 		return nil, flagError("cert", "give only one of --cert/--key, --cert-dir and --self-signed")
 	case o.selfSigned:
+		if o.caFile != "" {
+			return nil, flagError("self-signed", "cannot be combined with --cacert; use --cert/--key (see moat certs generate)")
+		}
 		cert, err := certs.SelfSigned(o.selfHosts)
 		if err != nil {
 			return nil, flagError("self-signed", "%v", err)
 		}
 		return certs.NewStaticSource(cert), nil
+	case o.certDir != "" && o.caFile != "":
+		return nil, flagError("cert-dir", "cannot be combined with --cacert; the CA bundle is the Secret's ca.crt")
 	case o.certDir != "":
 		src, err := certs.NewDirSource(o.certDir)
 		if err != nil {
@@ -108,7 +138,7 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	case o.keyFile == "":
 		return nil, flagError("key", "--cert given without --key")
 	}
-	src, err := certs.NewFileSource(o.certFile, o.keyFile, "")
+	src, err := certs.NewFileSource(o.certFile, o.keyFile, o.caFile)
 	if err != nil {
 		return nil, flagError("cert", "%v", err)
 	}

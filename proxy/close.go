@@ -6,6 +6,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/moat-proxy/moat/certs"
 )
 
 // fail ends a connection after an engine error. The alert the engine queued
@@ -103,6 +105,12 @@ func (c *conn) report(reason string, err error) {
 	}
 	if s.Peer != "" {
 		ev = ev.Str("peer", s.Peer)
+	}
+	if ae, ok := certs.AsAuthError(err); ok {
+		ev = ev.Str("auth_refused", string(ae.Reason))
+		if ae.Identity != "" {
+			ev = ev.Str("identity", ae.Identity)
+		}
 	}
 	if err != nil {
 		ev = ev.Err(err)

@@ -206,3 +206,27 @@ var errClosedByShutdown = errors.New("shutdown")
 func isTemporaryAcceptErr(err error) bool {
 	return err == unix.ECONNABORTED || err == unix.EINTR || err == unix.EPROTO
 }
+
+// HeldBytes returns the bytes the server holds in user space for its
+// connections right now: engine input and output plus parked plaintext.
+// Kernel socket buffers are not included. It is for tests and diagnostics;
+// it asks every loop and waits for the answers.
+func (s *Server) HeldBytes() int64 {
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for _, l := range s.loops {
+		wg.Add(1)
+		l.post(func() {
+			defer wg.Done()
+			seen := make(map[*conn]bool)
+			for _, c := range l.conns {
+				if !seen[c] {
+					seen[c] = true
+					total.Add(int64(c.eng.Buffered() + c.toPlain.Len() + c.toTLS.Len()))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return total.Load()
+}

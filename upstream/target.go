@@ -57,7 +57,7 @@ func ParseTarget(s string) (Target, error) {
 		return Target{}, fmt.Errorf("%q: want host:port or unix:/path", s)
 	}
 	port, err := net.LookupPort("tcp", portStr)
-	if err != nil || port <= 0 || port > 65535 {
+	if err != nil || port < 0 || port > 65535 {
 		return Target{}, fmt.Errorf("%q: bad port %q", s, portStr)
 	}
 	if host == "" {
@@ -78,6 +78,10 @@ func (t Target) String() string {
 	}
 	return t.Address
 }
+
+// Port returns the port of a TCP target (0 for unix sockets, or when the
+// system is to choose one).
+func (t Target) Port() int { return int(t.port) }
 
 // Host returns the host part of a TCP target ("" for unix sockets).
 func (t Target) Host() string { return t.host }

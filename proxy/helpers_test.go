@@ -1,0 +1,162 @@
+package proxy
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/moat-proxy/moat/upstream"
+)
+
+var (
+	certOnce sync.Once
+	testCert tls.Certificate
+	testPool *x509.CertPool
+)
+
+// serverCert is a self-signed ECDSA certificate for 127.0.0.1 and
+// localhost, made once per test binary.
+func serverCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	certOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			panic(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+			BasicConstraintsValid: true, IsCA: true,
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			panic(err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		testCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+		testPool = x509.NewCertPool()
+		testPool.AddCert(leaf)
+	})
+	return testCert, testPool
+}
+
+// startServer runs a moat server in front of target and returns it with a
+// client configuration that trusts it.
+func startServer(t testing.TB, target string, edit func(*Config)) (*Server, *tls.Config) {
+	t.Helper()
+	cert, pool := serverCert(t)
+	listen, _ := upstream.ParseTarget("127.0.0.1:0")
+	tgt, err := upstream.ParseTarget(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Mode: ModeServer, Listen: listen, Target: tgt,
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return srv, &tls.Config{RootCAs: pool, ServerName: "localhost"}
+}
+
+// upstreamServer accepts plaintext connections and hands each to handle.
+type upstreamServer struct {
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+func startUpstream(t testing.TB, network, addr string, handle func(net.Conn)) *upstreamServer {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &upstreamServer{ln: ln}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.accepted.Add(1)
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return u
+}
+
+func (u *upstreamServer) addr() string {
+	if u.ln.Addr().Network() == "unix" {
+		return "unix:" + u.ln.Addr().String()
+	}
+	return u.ln.Addr().String()
+}
+
+// echo copies everything back, then closes its write side at EOF.
+func echo(c net.Conn) {
+	io.Copy(c, c)
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+}
+
+// dialTLS connects a TLS client to the server.
+func dialTLS(t testing.TB, srv *Server, cfg *tls.Config) *tls.Conn {
+	t.Helper()
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", srv.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// pattern fills b with bytes that depend on their offset in the stream, so
+// a lost, repeated or reordered chunk is detected.
+func pattern(b []byte, off int64) {
+	for i := range b {
+		x := uint64(off + int64(i))
+		b[i] = byte(x ^ x>>8 ^ x>>17)
+	}
+}
+
+// checkPattern reports the first offset in b that breaks the pattern.
+func checkPattern(b []byte, off int64) int64 {
+	for i := range b {
+		x := uint64(off + int64(i))
+		if b[i] != byte(x^x>>8^x>>17) {
+			return off + int64(i)
+		}
+	}
+	return -1
+}
