@@ -1,0 +1,222 @@
+{{/*
+=============================================================================
+moat.sidecar: add moat to a pod spec.
+
+  spec:
+    {{- include "moat.sidecar" (dict "root" $ "values" .Values.moat "podSpec" $podSpec) | nindent 4 }}
+
+podSpec is your pod spec as a dict (e.g. fromYaml of your own template). The
+result is that pod spec, as YAML, with:
+  - the moat container: an init container with restartPolicy: Always (native
+    sidecar, values.nativeSidecar) appended to initContainers, or a plain
+    container appended to containers;
+  - its volume for the TLS Secret (and the client CA Secret) appended to volumes;
+  - terminationGracePeriodSeconds consistent with --shutdown-delay and
+    --shutdown-timeout.
+"values" defaults to .Values.moat of root, then to root's .Values.
+=============================================================================
+*/}}
+{{- define "moat.sidecar" -}}
+{{- $ctx := dict "root" .root "values" (.values | default (.root.Values.moat | default .root.Values)) -}}
+{{- $v := $ctx.values -}}
+{{- $spec := deepCopy (.podSpec | default dict) -}}
+{{- if and $v.nativeSidecar (semverCompare "<1.29.0-0" .root.Capabilities.KubeVersion.Version) -}}
+{{- fail (printf "moat: nativeSidecar needs Kubernetes 1.29 or later (this is %s); set nativeSidecar=false to run moat as a plain container" .root.Capabilities.KubeVersion.Version) -}}
+{{- end -}}
+
+{{- $container := include "moat.container" $ctx | fromYaml -}}
+{{- if hasKey $container "Error" -}}
+{{- fail (printf "moat: internal error rendering the container: %s" $container.Error) -}}
+{{- end -}}
+{{- range $c := concat ($spec.initContainers | default list) ($spec.containers | default list) -}}
+{{- if eq $c.name $container.name -}}
+{{- fail (printf "moat: the pod spec already has a container named %q" $c.name) -}}
+{{- end -}}
+{{- end -}}
+{{- if $v.nativeSidecar -}}
+{{- $_ := set $container "restartPolicy" "Always" -}}
+{{- $_ := set $spec "initContainers" (append ($spec.initContainers | default list) $container) -}}
+{{- else -}}
+{{- $_ := set $spec "containers" (append ($spec.containers | default list) $container) -}}
+{{- end -}}
+
+{{- $volumes := include "moat.volumes" $ctx | fromYamlArray -}}
+{{- range $vol := $volumes -}}
+{{- range $have := ($spec.volumes | default list) -}}
+{{- if eq $have.name $vol.name -}}
+{{- fail (printf "moat: the pod spec already has a volume named %q" $vol.name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $volumes -}}
+{{- $_ := set $spec "volumes" (concat ($spec.volumes | default list) $volumes) -}}
+{{- end -}}
+
+{{- $need := include "moat.shutdownSeconds" $ctx | int -}}
+{{- $grace := 0 -}}
+{{- $from := "" -}}
+{{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) -}}
+{{- $grace = int $v.terminationGracePeriodSeconds -}}
+{{- $from = "terminationGracePeriodSeconds" -}}
+{{- else if hasKey $spec "terminationGracePeriodSeconds" -}}
+{{- $grace = int $spec.terminationGracePeriodSeconds -}}
+{{- $from = "the pod spec's terminationGracePeriodSeconds" -}}
+{{- else -}}
+{{- $grace = add $need (int $v.appShutdownSeconds) -}}
+{{- end -}}
+{{- if lt $grace (add $need 1 | int) -}}
+{{- fail (printf "moat: %s is %d, but moat needs more than shutdown.delaySeconds + shutdown.timeoutSeconds = %d seconds to stop" $from $grace $need) -}}
+{{- end -}}
+{{- $_ := set $spec "terminationGracePeriodSeconds" $grace -}}
+{{- toYaml $spec -}}
+{{- end -}}
+
+{{/*
+moat.args: the `moat server` command line. scripts/ci-helm.sh checks that the
+real binary knows every flag rendered here.
+*/}}
+{{- define "moat.args" -}}
+{{- $v := .values -}}
+- server
+- --listen=:{{ $v.listen.port }}
+- --target={{ $v.target }}
+{{- if $v.tls.selfSigned }}
+- --self-signed
+{{- else }}
+- --cert-dir={{ $v.tls.mountPath }}
+{{- end }}
+{{- if $v.mtls.enabled }}
+{{- if $v.mtls.clientCA.secretName }}
+- --cacert={{ printf "%s/%s" $v.mtls.clientCA.mountPath $v.mtls.clientCA.key }}
+{{- end }}
+{{- range $v.mtls.allowCN }}
+- --allow-cn={{ . }}
+{{- end }}
+{{- range $v.mtls.allowOU }}
+- --allow-ou={{ . }}
+{{- end }}
+{{- range $v.mtls.allowDNS }}
+- --allow-dns={{ . }}
+{{- end }}
+{{- range $v.mtls.allowURI }}
+- --allow-uri={{ . }}
+{{- end }}
+{{- else }}
+- --disable-authentication
+{{- end }}
+- --status=:{{ $v.status.port }}
+- --handshake-timeout={{ $v.timeouts.handshake }}
+- --idle-timeout={{ $v.timeouts.idle }}
+- --connect-timeout={{ $v.timeouts.connect }}
+- --shutdown-delay={{ $v.shutdown.delaySeconds }}s
+- --shutdown-timeout={{ $v.shutdown.timeoutSeconds }}s
+{{- if $v.maxConcurrentConns }}
+- --max-concurrent-conns={{ $v.maxConcurrentConns }}
+{{- end }}
+{{- if $v.maxHandshakeRate }}
+- --max-handshake-rate={{ $v.maxHandshakeRate }}
+{{- end }}
+{{- if $v.proxyProtocol }}
+- --proxy-protocol={{ $v.proxyProtocol }}
+{{- end }}
+{{- if $v.alpn }}
+- --alpn={{ join "," $v.alpn }}
+{{- end }}
+{{- if $v.enablePprof }}
+- --enable-pprof
+{{- end }}
+- --log-format={{ $v.log.format }}
+- --log-level={{ $v.log.level }}
+{{- range $v.extraArgs }}
+- {{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* moat.container: the moat container (without restartPolicy). */}}
+{{- define "moat.container" -}}
+{{- $v := .values -}}
+{{- if and $v.mtls.enabled (not (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI)) -}}
+{{- fail "moat: mtls.enabled needs at least one of mtls.allowCN, allowOU, allowDNS, allowURI" -}}
+{{- end -}}
+{{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) -}}
+{{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
+{{- end -}}
+name: moat
+image: {{ include "moat.image" . | quote }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+args:
+{{- include "moat.args" . | nindent 2 }}
+ports:
+  - name: moat-tls
+    containerPort: {{ $v.listen.port }}
+    protocol: TCP
+  - name: moat-status
+    containerPort: {{ $v.status.port }}
+    protocol: TCP
+{{- if or $v.extraEnv ($v.resources.limits | default dict).memory }}
+env:
+{{- if ($v.resources.limits | default dict).memory }}
+  # Keep the Go heap under the container's memory limit.
+  - name: GOMEMLIMIT
+    valueFrom:
+      resourceFieldRef:
+        resource: limits.memory
+{{- end }}
+{{- with $v.extraEnv }}
+{{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: {{ $v.status.port }}
+  {{- toYaml $v.probes.startup | nindent 2 }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ $v.status.port }}
+  {{- toYaml $v.probes.liveness | nindent 2 }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: {{ $v.status.port }}
+  {{- toYaml $v.probes.readiness | nindent 2 }}
+resources:
+  {{- toYaml $v.resources | nindent 2 }}
+securityContext:
+  {{- toYaml $v.securityContext | nindent 2 }}
+{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) }}
+volumeMounts:
+{{- if not $v.tls.selfSigned }}
+  # The whole Secret, not subPath: rotated files reach moat without a restart.
+  - name: moat-tls
+    mountPath: {{ $v.tls.mountPath }}
+    readOnly: true
+{{- end }}
+{{- if and $v.mtls.enabled $v.mtls.clientCA.secretName }}
+  - name: moat-client-ca
+    mountPath: {{ $v.mtls.clientCA.mountPath }}
+    readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* moat.volumes: the volumes moat mounts, as a YAML list (may be empty). */}}
+{{- define "moat.volumes" -}}
+{{- $v := .values -}}
+{{- if not $v.tls.selfSigned }}
+- name: moat-tls
+  secret:
+    secretName: {{ include "moat.tlsSecretName" . }}
+    defaultMode: 0444
+{{- end }}
+{{- if and $v.mtls.enabled $v.mtls.clientCA.secretName }}
+- name: moat-client-ca
+  secret:
+    secretName: {{ $v.mtls.clientCA.secretName }}
+    defaultMode: 0444
+    items:
+      - key: {{ $v.mtls.clientCA.key }}
+        path: {{ $v.mtls.clientCA.key }}
+{{- end }}
+{{- end -}}
