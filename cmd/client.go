@@ -1,0 +1,160 @@
+package cmd
+
+import (
+	"crypto/tls"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/upstream"
+)
+
+// clientOptions are the flags of `moat client`.
+type clientOptions struct {
+	common           commonOptions
+	listenMode       string
+	caFile           string
+	certFile         string
+	keyFile          string
+	serverName       string
+	renegotiation    string
+	sessionCacheSize int
+}
+
+func init() { extraCommands = append(extraCommands, newClientCommand) }
+
+func newClientCommand() *cobra.Command {
+	o := &clientOptions{}
+	cmd := &cobra.Command{
+		Use:   "client",
+		Short: "Accept plaintext locally and carry it over TLS to a remote server",
+		Long: `Accept plaintext connections on --listen (host:port or unix:/path) and carry
+each one over TLS to --target.
+
+The server certificate is always verified: against --cacert (the system roots
+when it is absent) and against --server-name, which defaults to the host of
+--target (an IP address is checked against the certificate's IP SANs).
+
+A TLS 1.2 server may ask for a renegotiation mid-connection, for example to
+request a client certificate for a protected resource. --renegotiation never
+(the default) refuses it and ends that connection; once and freely allow it.`,
+		Example: `  moat client --listen 127.0.0.1:6379 --target redis.example.internal:6380 --cacert ca.pem
+  moat client --listen unix:/run/moat/app.sock --listen-mode 0660 --target 10.0.0.7:443 \
+      --cacert ca.pem --cert client.crt --key client.key --renegotiation once`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
+	}
+	f := cmd.Flags()
+	o.common.register(f, "address to accept plaintext on: host:port or unix:/path", "TLS server to connect to: host:port")
+	f.StringVar(&o.listenMode, "listen-mode", "", "permission bits of a unix --listen socket, in octal (e.g. 0660); default: from the umask")
+	f.StringVar(&o.caFile, "cacert", "", "PEM file with the CA certificates that sign the server's certificate (default: the system roots); read at start-up")
+	f.StringVar(&o.certFile, "cert", "", "PEM file with the client certificate chain, leaf first, for servers that ask for one; reloaded on change")
+	f.StringVar(&o.keyFile, "key", "", "PEM file with the client private key")
+	f.StringVar(&o.serverName, "server-name", "", "name the server certificate must carry, also sent as SNI (default: the host of --target)")
+	f.StringVar(&o.renegotiation, "renegotiation", "never", "TLS 1.2 renegotiation requested by the server: never, once (per connection) or freely")
+	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
+	return cmd
+}
+
+func (o *clientOptions) run(cmd *cobra.Command) error {
+	log, err := newLogger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	listen, target, err := o.common.addresses()
+	if err != nil {
+		return err
+	}
+	tlsConfig, src, err := o.tlsConfig(target)
+	if err != nil {
+		return err
+	}
+	mode, err := o.socketMode(listen)
+	if err != nil {
+		return err
+	}
+	cfg := o.common.proxyConfig(proxy.ModeClient, listen, target, tlsConfig, log)
+	cfg.ListenMode = mode
+	log.Info().Str("server_name", tlsConfig.ServerName).Str("renegotiation", o.renegotiation).
+		Bool("client_certificate", src != nil).Msg("client mode: verifying the server certificate")
+	return runProxy(cmd.Context(), cfg, o.common, log, src)
+}
+
+// tlsConfig builds the client side of every connection. The returned Source
+// carries the client certificate, if any; it is nil otherwise.
+func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.Source, error) {
+	reneg, err := renegotiationPolicy(o.renegotiation)
+	if err != nil {
+		return nil, nil, err
+	}
+	serverName := o.serverName
+	if serverName == "" {
+		serverName = target.Host()
+	}
+	if serverName == "" {
+		return nil, nil, flagError("server-name", "required when --target is a unix socket")
+	}
+	if o.sessionCacheSize < 0 {
+		return nil, nil, flagError("session-cache-size", "must not be negative")
+	}
+	cfg := &tls.Config{
+		MinVersion:    tls.VersionTLS12,
+		ServerName:    serverName,
+		Renegotiation: reneg,
+	}
+	if o.sessionCacheSize > 0 {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(o.sessionCacheSize)
+	}
+	if o.caFile != "" {
+		pool, _, err := certs.LoadCAPool(o.caFile)
+		if err != nil {
+			return nil, nil, flagError("cacert", "%v", err)
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case o.certFile == "" && o.keyFile == "":
+		return cfg, nil, nil
+	case o.certFile == "":
+		return nil, nil, flagError("cert", "--key given without --cert")
+	case o.keyFile == "":
+		return nil, nil, flagError("key", "--cert given without --key")
+	}
+	src, err := certs.NewFileSource(o.certFile, o.keyFile, "")
+	if err != nil {
+		return nil, nil, flagError("cert", "%v", err)
+	}
+	cfg.GetClientCertificate = src.GetClientCertificate
+	return cfg, src, nil
+}
+
+// renegotiationPolicy maps --renegotiation to crypto/tls's client policy.
+func renegotiationPolicy(s string) (tls.RenegotiationSupport, error) {
+	switch s {
+	case "never":
+		return tls.RenegotiateNever, nil
+	case "once":
+		return tls.RenegotiateOnceAsClient, nil
+	case "freely":
+		return tls.RenegotiateFreelyAsClient, nil
+	}
+	return 0, flagError("renegotiation", "%q: want never, once or freely", s)
+}
+
+// socketMode parses --listen-mode, which only means something for a unix
+// socket.
+func (o *clientOptions) socketMode(listen upstream.Target) (uint32, error) {
+	if o.listenMode == "" {
+		return 0, nil
+	}
+	if listen.Network != "unix" {
+		return 0, flagError("listen-mode", "only applies to a unix:/path --listen")
+	}
+	m, err := strconv.ParseUint(o.listenMode, 8, 32)
+	if err != nil || m == 0 || m > 0o777 {
+		return 0, flagError("listen-mode", "%q: want octal permission bits such as 0660", o.listenMode)
+	}
+	return uint32(m), nil
+}
