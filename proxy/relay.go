@@ -1,8 +1,11 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 
 	"golang.org/x/sys/unix"
 
@@ -110,7 +113,7 @@ func (c *conn) engineToPlain() bool {
 		c.toPlain.CloseWrite()
 		moved = true
 	case c.phase != phaseClosed:
-		c.fail("tls", err, true)
+		c.fail("tls", c.explainTLSErr(err), true)
 	}
 	return moved
 }
@@ -208,7 +211,7 @@ func (c *conn) writeEngine(b []byte) {
 			c.toTLS.Park(b)
 			return
 		}
-		c.fail("tls", err, true)
+		c.fail("tls", c.explainTLSErr(err), true)
 		return
 	}
 }
@@ -224,7 +227,7 @@ func (c *conn) drainToTLS() bool {
 		}
 		if err != nil {
 			if !errors.Is(err, tlsstate.ErrWantWrite) && !errors.Is(err, tlsstate.ErrWantRead) {
-				c.fail("tls", err, true)
+				c.fail("tls", c.explainTLSErr(err), true)
 			}
 			break
 		}
@@ -269,4 +272,23 @@ func (c *conn) countRelayed(fromTLS, toTLS int) {
 		fromTLS, toTLS = toTLS, fromTLS
 	}
 	c.l.srv.cfg.Observer.Relayed(fromTLS, toTLS)
+}
+
+// explainTLSErr names the flag at fault when a TLS server's renegotiation
+// request was refused by policy. crypto/tls answers it with a
+// no_renegotiation alert and ends the connection with a bare
+// "local error: tls: no renegotiation", which tells an operator nothing.
+func (c *conn) explainTLSErr(err error) error {
+	var op *net.OpError
+	if c.mode != ModeClient || !errors.As(err, &op) || op.Op != "local error" ||
+		op.Err == nil || op.Err.Error() != "tls: no renegotiation" {
+		return err
+	}
+	switch c.l.srv.cfg.TLS.Renegotiation {
+	case tls.RenegotiateNever:
+		return fmt.Errorf("server requested TLS renegotiation, refused by --renegotiation=never; use --renegotiation=once or freely to allow it: %w", err)
+	case tls.RenegotiateOnceAsClient:
+		return fmt.Errorf("server requested a second TLS renegotiation, refused by --renegotiation=once; use --renegotiation=freely to allow it: %w", err)
+	}
+	return err
 }
