@@ -1,0 +1,183 @@
+// Package metrics turns moat's proxy events into Prometheus metrics. A
+// *Metrics is the proxy.Observer the event loops call, so every hook is a
+// few atomic adds on label children resolved when the Metrics is built:
+// no map lookups, no allocation, no locks on the data path.
+//
+// Typical use:
+//
+//	reg := prometheus.NewRegistry()
+//	m := metrics.New(reg)
+//	srv, _ := proxy.New(proxy.Config{..., Observer: m})
+//	m.CertificateLoaded(src.NotAfter())
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//	// after each certificate reload:
+//	m.Reload(err)
+package metrics
+
+import (
+	"crypto/tls"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/moat-proxy/moat/proxy"
+)
+
+// Metrics holds moat's collectors and implements proxy.Observer.
+type Metrics struct {
+	connections     prometheus.Counter
+	active          prometheus.Gauge
+	refused         *prometheus.CounterVec
+	refusedChildren sync.Map // reason string → prometheus.Counter
+	handshakeOK     map[uint16]prometheus.Counter
+	handshakeOKAny  prometheus.Counter // a version outside the table
+	handshakeFailed prometheus.Counter
+	handshakeErrors map[string]prometheus.Counter
+	duration        prometheus.Histogram
+	fromClient      prometheus.Counter
+	toClient        prometheus.Counter
+	dialErrors      prometheus.Counter
+	resumed         prometheus.Counter
+	certExpiry      prometheus.Gauge
+	reloadOK        prometheus.Counter
+	reloadFailed    prometheus.Counter
+}
+
+var _ proxy.Observer = (*Metrics)(nil)
+
+// tlsVersions are the versions the handshakes_total children are made for.
+// Their label is the number alone ("1.3"), the form people type in queries.
+var tlsVersions = map[uint16]string{
+	tls.VersionTLS10: "1.0", tls.VersionTLS11: "1.1",
+	tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3",
+}
+
+// HandshakeBuckets are the moat_handshake_duration_seconds buckets: a local
+// handshake takes about a millisecond, one over a slow mobile link a second,
+// and the default handshake timeout is 10s.
+var HandshakeBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// New builds moat's metrics and registers them, with the Go runtime and
+// process collectors, on reg. Like prometheus.MustRegister it panics if a
+// name is already registered there, which is a programming error. A nil reg
+// registers nothing (for tests of the hooks alone).
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		connections: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_connections_total", Help: "Connections accepted."}),
+		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_connections_active", Help: "Connections open now."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_connections_refused_total",
+			Help: "Connections closed at accept because a limit was reached, by limit."}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "moat_handshake_duration_seconds",
+			Help: "Time from accept (or dial) to a completed TLS handshake; failed handshakes are not observed.", Buckets: HandshakeBuckets}),
+		dialErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_upstream_dial_errors_total", Help: "Failed connects to --target."}),
+		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_sessions_resumed_total", Help: "Handshakes that resumed an earlier TLS session."}),
+		certExpiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_certificate_expiry_timestamp_seconds",
+			Help: "NotAfter of the certificate in service, as a Unix time."}),
+	}
+	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshakes_total",
+		Help: "TLS handshakes finished, by result (ok, error) and negotiated version (unknown when failed)."}, []string{"result", "version"})
+	m.handshakeOK = make(map[uint16]prometheus.Counter, len(tlsVersions))
+	for v, name := range tlsVersions {
+		m.handshakeOK[v] = handshakes.WithLabelValues("ok", name)
+	}
+	m.handshakeOKAny = handshakes.WithLabelValues("ok", "other")
+	m.handshakeFailed = handshakes.WithLabelValues("error", "unknown")
+	errorsVec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshake_errors_total",
+		Help: "Failed TLS handshakes, by reason."}, []string{"reason"})
+	m.handshakeErrors = make(map[string]prometheus.Counter, len(handshakeReasons))
+	for _, r := range handshakeReasons {
+		m.handshakeErrors[r] = errorsVec.WithLabelValues(r)
+	}
+	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_bytes_total",
+		Help: "Plaintext bytes relayed, by direction seen from the accepting side."}, []string{"direction"})
+	m.fromClient, m.toClient = bytes.WithLabelValues("from_client"), bytes.WithLabelValues("to_client")
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_reloads_total",
+		Help: "Certificate reloads, by result (success, failure)."}, []string{"result"})
+	m.reloadOK, m.reloadFailed = reloads.WithLabelValues("success"), reloads.WithLabelValues("failure")
+	m.refusedChild("max-conns") // the limit proxy enforces today; exported as 0 from the start
+
+	if reg != nil {
+		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
+			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads,
+			collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return m
+}
+
+// refusedChild returns the counter for a refusal reason. Reasons are few
+// and fixed in the proxy, but not known here, so children are made on
+// first use and cached; a sync.Map load on a string does not allocate.
+func (m *Metrics) refusedChild(reason string) prometheus.Counter {
+	if c, ok := m.refusedChildren.Load(reason); ok {
+		return c.(prometheus.Counter)
+	}
+	c, _ := m.refusedChildren.LoadOrStore(reason, m.refused.WithLabelValues(reason))
+	return c.(prometheus.Counter)
+}
+
+// Accepted counts a new connection.
+func (m *Metrics) Accepted() {
+	m.connections.Inc()
+	m.active.Inc()
+}
+
+// Refused counts a connection closed at accept because of a limit.
+func (m *Metrics) Refused(reason string) { m.refusedChild(reason).Inc() }
+
+// Handshake counts a finished handshake: its version and duration when it
+// succeeded, its classified reason (see HandshakeErrorReason) when not.
+func (m *Metrics) Handshake(state *tls.ConnectionState, took time.Duration, err error) {
+	if err != nil || state == nil {
+		m.handshakeFailed.Inc()
+		m.handshakeErrors[HandshakeErrorReason(err)].Inc()
+		return
+	}
+	if c, ok := m.handshakeOK[state.Version]; ok {
+		c.Inc()
+	} else {
+		m.handshakeOKAny.Inc()
+	}
+	m.duration.Observe(took.Seconds())
+	if state.DidResume {
+		m.resumed.Inc()
+	}
+}
+
+// DialFailed counts a failed connect to the far side.
+func (m *Metrics) DialFailed(error) { m.dialErrors.Inc() }
+
+// Relayed counts plaintext bytes delivered in each direction.
+func (m *Metrics) Relayed(fromClient, toClient int) {
+	if fromClient > 0 {
+		m.fromClient.Add(float64(fromClient))
+	}
+	if toClient > 0 {
+		m.toClient.Add(float64(toClient))
+	}
+}
+
+// Closed takes a finished connection off the active gauge. Its bytes were
+// counted as they were relayed, so that a long connection's traffic shows
+// while it lasts rather than all at once at its end.
+func (m *Metrics) Closed(*proxy.Summary) { m.active.Dec() }
+
+// CertificateLoaded records the expiry of the certificate now in service.
+// cmd calls it at start-up and after every successful reload.
+func (m *Metrics) CertificateLoaded(notAfter time.Time) {
+	if notAfter.IsZero() {
+		return
+	}
+	m.certExpiry.Set(float64(notAfter.Unix()))
+}
+
+// Reload counts a certificate reload's outcome; a failed reload keeps the
+// old certificate in service, so it does not touch the expiry gauge.
+func (m *Metrics) Reload(err error) {
+	if err != nil {
+		m.reloadFailed.Inc()
+		return
+	}
+	m.reloadOK.Inc()
+}
