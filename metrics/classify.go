@@ -17,7 +17,7 @@ import (
 // written against them. The certificate reasons are certs.Reason values, so
 // that a log line and a metric name a refusal the same way.
 const (
-	ReasonTimeout          = "timeout"            // no handshake within --handshake-timeout
+	ReasonTimeout          = "timeout" // no handshake within --handshake-timeout
 	ReasonNoCert           = string(certs.ReasonNoCert)
 	ReasonUnknownCA        = string(certs.ReasonUnknownCA)
 	ReasonExpired          = string(certs.ReasonExpired)
