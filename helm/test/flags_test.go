@@ -89,6 +89,7 @@ func TestRenderedFlagsParsedByMoat(t *testing.T) {
 				if len(args) == 0 || args[0] != "server" {
 					t.Fatalf("moat args %v do not start with server", args)
 				}
+				unknown := false
 				for _, a := range args[1:] {
 					if !strings.HasPrefix(a, "--") {
 						t.Errorf("argument %q is not a --flag[=value]", a)
@@ -98,6 +99,7 @@ func TestRenderedFlagsParsedByMoat(t *testing.T) {
 					f, ok := known[name]
 					switch {
 					case !ok:
+						unknown = true
 						if !slices.Contains(missing[name], v.name) {
 							missing[name] = append(missing[name], v.name)
 						}
@@ -106,6 +108,9 @@ func TestRenderedFlagsParsedByMoat(t *testing.T) {
 					case f.typ != "" && !hasValue && !f.optional:
 						t.Errorf("%s: moat's --%s takes a %s value", a, name, f.typ)
 					}
+				}
+				if unknown {
+					continue // reported below, once per flag
 				}
 				if out, err := runMoat(bin, append(args, "--help")...); err != nil {
 					t.Errorf("moat does not parse the rendered command line:\n  moat %s\n%v: %s", strings.Join(args, " "), err, firstLine(out))
