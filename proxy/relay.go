@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -279,6 +280,11 @@ func (c *conn) countRelayed(fromTLS, toTLS int) {
 // no_renegotiation alert and ends the connection with a bare
 // "local error: tls: no renegotiation", which tells an operator nothing.
 func (c *conn) explainTLSErr(err error) error {
+	if c.mode == ModeServer && strings.Contains(err.Error(), "*tls.clientHelloMsg when waiting for *tls.helloRequestMsg") {
+		// crypto/tls answers a client's renegotiation attempt with a fatal
+		// unexpected_message; say what happened in words an operator knows.
+		return fmt.Errorf("client attempted TLS renegotiation, which moat refuses: %w", err)
+	}
 	var op *net.OpError
 	if c.mode != ModeClient || !errors.As(err, &op) || op.Op != "local error" ||
 		op.Err == nil || op.Err.Error() != "tls: no renegotiation" {

@@ -1,0 +1,74 @@
+package e2e
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/moat-proxy/moat/internal/testpki"
+)
+
+// tcpUpstream is a plaintext server on 127.0.0.1 run by the test.
+type tcpUpstream struct {
+	ln       net.Listener
+	accepted atomic.Int64
+}
+
+// startUpstream serves handle on a fresh port until the test ends.
+func startUpstream(t testing.TB, handle func(net.Conn)) *tcpUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &tcpUpstream{ln: ln}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.accepted.Add(1)
+			wg.Add(1)
+			go func() { defer wg.Done(); defer c.Close(); handle(c) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return u
+}
+
+func (u *tcpUpstream) addr() string { return u.ln.Addr().String() }
+
+// upperEcho answers every read with the same bytes in upper case, so the
+// test can tell the upstream's answer from its own input in a peer's output.
+func upperEcho(c net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			c.Write(bytes.ToUpper(buf[:n]))
+		}
+		if err != nil {
+			if err == io.EOF {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+// serverFiles writes a CA-issued server certificate for localhost and
+// 127.0.0.1 and returns its files.
+func serverFiles(t testing.TB) testpki.Files {
+	t.Helper()
+	ca := testpki.NewCA()
+	f, err := ca.Issue("localhost", "127.0.0.1").WritePEM(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
