@@ -76,7 +76,7 @@ func wants() map[string]want {
 		"all-flags": {
 			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 73,
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
-				"--connect-timeout=2s", "--max-concurrent-conns=1000", "--max-handshake-rate=200", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
+				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-handshake-rate=200", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
 				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},
 		},
 		"library": {

@@ -78,7 +78,7 @@ real binary knows every flag rendered here.
 {{- define "moat.args" -}}
 {{- $v := .values -}}
 - server
-- --listen=:{{ $v.listen.port }}
+- --listen=:{{ int64 $v.listen.port }}
 - --target={{ $v.target }}
 {{- if $v.tls.selfSigned }}
 - --self-signed
@@ -104,17 +104,17 @@ real binary knows every flag rendered here.
 {{- else }}
 - --disable-authentication
 {{- end }}
-- --status=:{{ $v.status.port }}
+- --status=:{{ int64 $v.status.port }}
 - --handshake-timeout={{ $v.timeouts.handshake }}
 - --idle-timeout={{ $v.timeouts.idle }}
 - --connect-timeout={{ $v.timeouts.connect }}
-- --shutdown-delay={{ $v.shutdown.delaySeconds }}s
-- --shutdown-timeout={{ $v.shutdown.timeoutSeconds }}s
+- --shutdown-delay={{ int64 $v.shutdown.delaySeconds }}s
+- --shutdown-timeout={{ int64 $v.shutdown.timeoutSeconds }}s
 {{- if $v.maxConcurrentConns }}
-- --max-concurrent-conns={{ $v.maxConcurrentConns }}
+- --max-concurrent-conns={{ int64 $v.maxConcurrentConns }}
 {{- end }}
 {{- if $v.maxHandshakeRate }}
-- --max-handshake-rate={{ $v.maxHandshakeRate }}
+- --max-handshake-rate={{ int64 $v.maxHandshakeRate }}
 {{- end }}
 {{- if $v.proxyProtocol }}
 - --proxy-protocol={{ $v.proxyProtocol }}
