@@ -1,0 +1,508 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moat-proxy/moat/internal/testpki"
+)
+
+// These tests run `moat client` against a crypto/tls server in the test
+// process, which reports what it saw: handshake errors, raw bytes, SNI,
+// resumption, the client certificate.
+
+// goServer is a TLS server on 127.0.0.1 that hands each connection, after
+// its handshake, to the test.
+type goServer struct {
+	addr  string
+	conns chan *serverConn
+}
+
+// serverConn is one accepted connection with what the server saw of it.
+type serverConn struct {
+	*tls.Conn
+	r            *bufio.Reader
+	handshakeErr error
+	state        tls.ConnectionState
+	raw          *rawRecorder
+}
+
+// rawRecorder keeps every byte the server read off the wire.
+type rawRecorder struct {
+	net.Conn
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (r *rawRecorder) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.mu.Lock()
+	r.buf.Write(p[:n])
+	r.mu.Unlock()
+	return n, err
+}
+
+func (r *rawRecorder) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return bytes.Clone(r.buf.Bytes())
+}
+
+func startGoServer(t testing.TB, cfg *tls.Config) *goServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &goServer{addr: ln.Addr().String(), conns: make(chan *serverConn, 16)}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			raw := &rawRecorder{Conn: c}
+			tc := tls.Server(raw, cfg)
+			sc := &serverConn{Conn: tc, r: bufio.NewReader(tc), raw: raw}
+			tc.SetDeadline(time.Now().Add(step))
+			sc.handshakeErr = tc.Handshake()
+			tc.SetDeadline(time.Time{})
+			sc.state = tc.ConnectionState()
+			s.conns <- sc
+		}
+	}()
+	return s
+}
+
+// next waits for the server's next connection.
+func (s *goServer) next(t testing.TB) *serverConn {
+	t.Helper()
+	select {
+	case sc := <-s.conns:
+		return sc
+	case <-time.After(step):
+		t.Fatal("no connection reached the TLS server")
+		return nil
+	}
+}
+
+func (sc *serverConn) expectLine(t testing.TB, want string) {
+	t.Helper()
+	sc.SetReadDeadline(time.Now().Add(step))
+	got, err := sc.r.ReadString('\n')
+	if err != nil || strings.TrimRight(got, "\n") != want {
+		t.Fatalf("server read %q (err %v), want %q", got, err, want)
+	}
+}
+
+func (sc *serverConn) writeLine(t testing.TB, s string) {
+	t.Helper()
+	if _, err := io.WriteString(sc, s+"\n"); err != nil {
+		t.Fatalf("server write: %v", err)
+	}
+}
+
+func serverConfig(leaf *testpki.Leaf) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{leaf.TLS()}, MinVersion: tls.VersionTLS12}
+}
+
+func writeCA(t testing.TB, ca *testpki.CA) string {
+	t.Helper()
+	f, err := ca.IssueClient("unused").WritePEM(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.CA
+}
+
+// TestClientRefusesUnverifiedServer: a server certificate with the wrong
+// name or from another CA fails the handshake, and the app's bytes never
+// reach the server, neither as plaintext nor inside TLS records.
+func TestClientRefusesUnverifiedServer(t *testing.T) {
+	ca, other := testpki.NewCA(), testpki.NewCA()
+	caFile := writeCA(t, ca)
+	for _, tc := range []struct {
+		name string
+		leaf *testpki.Leaf
+		args []string
+		log  string
+	}{
+		{"wrong name for the IP target", ca.Issue("db.internal"), []string{"--cacert", caFile}, "doesn't contain any IP SANs"},
+		{"wrong --server-name", ca.Issue("db.internal", "127.0.0.1"), []string{"--cacert", caFile, "--server-name", "cache.internal"}, "not cache.internal"},
+		{"another CA", other.Issue("127.0.0.1"), []string{"--cacert", caFile}, "unknown authority"},
+		{"system roots without --cacert", ca.Issue("127.0.0.1"), nil, "unknown authority"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startGoServer(t, serverConfig(tc.leaf))
+			moat, listen := startClient(t, srv.addr, tc.args...)
+			a := dialApp(t, "tcp", listen)
+			a.writeLine(t, "secret-app-bytes")
+			a.expectClosed(t)
+			sc := srv.next(t)
+			if sc.handshakeErr == nil {
+				t.Fatal("the server completed a handshake with moat")
+			}
+			moat.waitFor(t, `"reason":"handshake"`, step)
+			moat.waitFor(t, tc.log, step)
+			if bytes.Contains(sc.raw.bytes(), []byte("secret-app-bytes")) {
+				t.Fatal("the app's plaintext reached the server")
+			}
+			for _, rec := range records(sc.raw.bytes()) {
+				if rec == 23 {
+					t.Fatal("moat sent application data to an unverified server")
+				}
+			}
+		})
+	}
+}
+
+// records returns the content types of the TLS records in b.
+func records(b []byte) []byte {
+	var types []byte
+	for len(b) >= 5 {
+		types = append(types, b[0])
+		n := 5 + int(b[3])<<8 | int(b[4])
+		if n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	return types
+}
+
+// TestClientVerifiesIPAndServerName: an IP target is checked against the
+// certificate's IP SANs and sends no SNI; --server-name both verifies and
+// is sent as SNI.
+func TestClientVerifiesIPAndServerName(t *testing.T) {
+	ca := testpki.NewCA()
+	caFile := writeCA(t, ca)
+	for _, tc := range []struct {
+		name    string
+		leaf    *testpki.Leaf
+		args    []string
+		wantSNI string
+	}{
+		{"IP SAN", ca.Issue("127.0.0.1"), nil, ""},
+		{"server name", ca.Issue("db.internal"), []string{"--server-name", "db.internal"}, "db.internal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startGoServer(t, serverConfig(tc.leaf))
+			_, listen := startClient(t, srv.addr, append([]string{"--cacert", caFile}, tc.args...)...)
+			a := dialApp(t, "tcp", listen)
+			sc := srv.next(t)
+			if sc.handshakeErr != nil {
+				t.Fatal(sc.handshakeErr)
+			}
+			if sc.state.ServerName != tc.wantSNI {
+				t.Fatalf("SNI %q, want %q", sc.state.ServerName, tc.wantSNI)
+			}
+			if sc.state.Version < tls.VersionTLS12 {
+				t.Fatalf("negotiated %s", tls.VersionName(sc.state.Version))
+			}
+			a.writeLine(t, "ping")
+			sc.expectLine(t, "ping")
+			sc.writeLine(t, "pong")
+			a.expectLine(t, "pong")
+		})
+	}
+}
+
+// TestClientHalfClose mirrors server mode: the app's FIN becomes
+// close_notify and the server can still answer; the server's close_notify
+// becomes a FIN to the app, which can still send.
+func TestClientHalfClose(t *testing.T) {
+	pki := newClientPKI(t)
+	leaf := pki.ca.Issue("127.0.0.1")
+	srv := startGoServer(t, serverConfig(leaf))
+	moat, listen := startClient(t, srv.addr, "--cacert", pki.server.CA)
+
+	t.Run("app closes first", func(t *testing.T) {
+		a := dialApp(t, "tcp", listen)
+		sc := srv.next(t)
+		a.writeLine(t, "request")
+		a.Conn.(*net.TCPConn).CloseWrite()
+		sc.SetReadDeadline(time.Now().Add(step))
+		got, err := io.ReadAll(sc.r)
+		if err != nil || string(got) != "request\n" {
+			t.Fatalf("server read %q, %v; want the request then EOF", got, err)
+		}
+		sc.writeLine(t, "response")
+		sc.Close()
+		a.expectLine(t, "response")
+		a.expectClosed(t)
+	})
+	t.Run("server closes first", func(t *testing.T) {
+		a := dialApp(t, "tcp", listen)
+		sc := srv.next(t)
+		sc.writeLine(t, "greeting")
+		if err := sc.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		a.expectLine(t, "greeting")
+		a.expectClosed(t)
+		a.writeLine(t, "late-reply")
+		a.Close()
+		sc.SetReadDeadline(time.Now().Add(step))
+		got, err := io.ReadAll(sc.r)
+		if err != nil || string(got) != "late-reply\n" {
+			t.Fatalf("server read %q, %v; want the late reply then EOF", got, err)
+		}
+	})
+	moat.waitFor(t, `"reason":"closed"`, step)
+	if n := moat.count(`"reason":"closed"`); n > 2 {
+		t.Fatalf("%d clean closes logged, want at most 2", n)
+	}
+}
+
+// patternBlock is the repeating content of bulk transfers; its odd length
+// makes a lost, doubled or shifted chunk show up as a mismatch.
+var patternBlock = func() []byte {
+	b := make([]byte, 1<<20+7)
+	for i := range b {
+		b[i] = byte(i*7 + i>>8)
+	}
+	return b
+}()
+
+// writePattern writes total bytes of the pattern, counting as it goes.
+func writePattern(w io.Writer, total int64, written *atomicCounter) error {
+	for off := int64(0); off < total; {
+		start := int(off % int64(len(patternBlock)))
+		chunk := patternBlock[start:min(len(patternBlock), start+int(total-off))]
+		n, err := w.Write(chunk)
+		off += int64(n)
+		written.add(int64(n))
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readPattern reads to EOF and returns the count and the first offset that
+// differs from the pattern (-1 if none).
+func readPattern(r io.Reader) (int64, int64, error) {
+	buf := make([]byte, 256<<10)
+	var off int64
+	bad := int64(-1)
+	for {
+		n, err := r.Read(buf)
+		for got, at := buf[:n], off; len(got) > 0 && bad < 0; {
+			start := int(at % int64(len(patternBlock)))
+			want := patternBlock[start:min(len(patternBlock), start+len(got))]
+			if !bytes.Equal(got[:len(want)], want) {
+				bad = at
+			}
+			at += int64(len(want))
+			got = got[len(want):]
+		}
+		off += int64(n)
+		if err == io.EOF {
+			return off, bad, nil
+		}
+		if err != nil {
+			return off, bad, err
+		}
+	}
+}
+
+type atomicCounter struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (c *atomicCounter) add(n int64) { c.mu.Lock(); c.n += n; c.mu.Unlock() }
+func (c *atomicCounter) load() int64 { c.mu.Lock(); defer c.mu.Unlock(); return c.n }
+
+// waitStalled waits until counter has not moved for half a second.
+func waitStalled(t testing.TB, c *atomicCounter) int64 {
+	t.Helper()
+	last, still := int64(-1), 0
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		n := c.load()
+		if n != last {
+			last, still = n, 0
+			continue
+		}
+		if still++; still == 5 {
+			return n
+		}
+	}
+	t.Fatalf("transfer never stalled; %d bytes moved", c.load())
+	return 0
+}
+
+const bulkBytes = 256 << 20
+
+// TestClientBackpressure mirrors server mode: when one end stops reading,
+// moat stops reading the other (the writer stalls long before the end of
+// the transfer), and once the reader resumes every byte arrives in order.
+func TestClientBackpressure(t *testing.T) {
+	pki := newClientPKI(t)
+	srv := startGoServer(t, serverConfig(pki.ca.Issue("127.0.0.1")))
+	_, listen := startClient(t, srv.addr, "--cacert", pki.server.CA)
+
+	for _, dir := range []string{"upload to a stalled server", "download to a stalled app"} {
+		t.Run(dir, func(t *testing.T) {
+			a := dialApp(t, "tcp", listen)
+			sc := srv.next(t)
+			var src io.WriteCloser = a.Conn.(*net.TCPConn)
+			var dst io.Reader = sc.r
+			if strings.HasPrefix(dir, "download") {
+				src, dst = sc.Conn, a.r
+			}
+			var written atomicCounter
+			wrote := make(chan error, 1)
+			go func() {
+				err := writePattern(src, bulkBytes, &written)
+				if err == nil {
+					err = closeWrite(src)
+				}
+				wrote <- err
+			}()
+			if n := waitStalled(t, &written); n >= bulkBytes {
+				t.Fatalf("all %d bytes were written while nothing read them", n)
+			}
+			n, bad, err := readPattern(dst)
+			if err != nil || n != bulkBytes || bad >= 0 {
+				t.Fatalf("read %d of %d bytes, first mismatch at %d, err %v", n, bulkBytes, bad, err)
+			}
+			if err := <-wrote; err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func closeWrite(w io.WriteCloser) error {
+	if cw, ok := w.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return w.Close()
+}
+
+// TestClientResumesSessions: the second connection to the same target
+// resumes the first one's session, with TLS 1.2 and TLS 1.3, as the server
+// sees it; --session-cache-size 0 turns resumption off.
+func TestClientResumesSessions(t *testing.T) {
+	pki := newClientPKI(t)
+	for _, tc := range []struct {
+		name       string
+		version    uint16
+		args       []string
+		wantResume bool
+	}{
+		{"TLS 1.2", tls.VersionTLS12, nil, true},
+		{"TLS 1.3", tls.VersionTLS13, nil, true},
+		{"TLS 1.3 without a cache", tls.VersionTLS13, []string{"--session-cache-size", "0"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := serverConfig(pki.ca.Issue("127.0.0.1"))
+			cfg.MaxVersion = tc.version
+			srv := startGoServer(t, cfg)
+			_, listen := startClient(t, srv.addr, append([]string{"--cacert", pki.server.CA}, tc.args...)...)
+			for i, want := range []bool{false, tc.wantResume} {
+				a := dialApp(t, "tcp", listen)
+				sc := srv.next(t)
+				if sc.handshakeErr != nil {
+					t.Fatal(sc.handshakeErr)
+				}
+				if sc.state.Version != tc.version || sc.state.DidResume != want {
+					t.Fatalf("connection %d: %s, resumed %v; want %s, resumed %v", i+1,
+						tls.VersionName(sc.state.Version), sc.state.DidResume, tls.VersionName(tc.version), want)
+				}
+				// A round trip makes sure moat has read the session ticket
+				// (TLS 1.3 sends it after the handshake).
+				a.writeLine(t, "ping")
+				sc.expectLine(t, "ping")
+				sc.writeLine(t, "pong")
+				a.expectLine(t, "pong")
+				a.Close()
+			}
+		})
+	}
+}
+
+// TestClientUnixListen: --listen unix:/path with --listen-mode accepts
+// plaintext on a unix socket with those permissions.
+func TestClientUnixListen(t *testing.T) {
+	pki := newClientPKI(t)
+	srv := startGoServer(t, serverConfig(pki.ca.Issue("127.0.0.1")))
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	startMoat(t, "client", "--listen", "unix:"+sock, "--listen-mode", "0660", "--target", srv.addr, "--cacert", pki.server.CA)
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("socket mode %v, want a socket with 0660", fi.Mode())
+	}
+	a := dialApp(t, "unix", sock)
+	sc := srv.next(t)
+	a.writeLine(t, "over-unix")
+	sc.expectLine(t, "over-unix")
+	sc.writeLine(t, "back-over-unix")
+	a.expectLine(t, "back-over-unix")
+}
+
+// TestClientCertificateReload: the client certificate comes from
+// --cert/--key and is reloaded when the files change; the next connection
+// presents the new one. Resumption is off: a resumed session keeps the
+// identity it was made with.
+func TestClientCertificateReload(t *testing.T) {
+	pki := newClientPKI(t)
+	cfg := serverConfig(pki.ca.Issue("127.0.0.1"))
+	cfg.ClientAuth, cfg.ClientCAs = tls.RequireAndVerifyClientCert, pki.ca.Pool()
+	srv := startGoServer(t, cfg)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.crt"), filepath.Join(dir, "client.key")
+	install := func(name string) {
+		f, err := pki.ca.IssueClient(name).WritePEM(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for from, to := range map[string]string{f.Key: keyFile, f.Cert: certFile} {
+			b, err := os.ReadFile(from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(to+".new", b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(to+".new", to); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install("alice")
+	moat, listen := startClient(t, srv.addr, "--cacert", pki.server.CA, "--cert", certFile, "--key", keyFile, "--session-cache-size", "0")
+	for _, want := range []string{"alice", "bob"} {
+		if want == "bob" {
+			install("bob")
+			moat.waitFor(t, "certificate reloaded", step)
+		}
+		a := dialApp(t, "tcp", listen)
+		sc := srv.next(t)
+		if sc.handshakeErr != nil {
+			t.Fatal(sc.handshakeErr)
+		}
+		if got := sc.state.PeerCertificates[0].Subject.CommonName; got != want {
+			t.Fatalf("client certificate CN %q, want %q", got, want)
+		}
+		a.Close()
+	}
+}
