@@ -33,10 +33,10 @@ func (l *loop) accept() {
 			l.logLimit("accept failed", err)
 			return
 		}
-		if max := l.srv.cfg.MaxConns; max > 0 && l.srv.active.Load() >= int64(max) {
+		if reason := l.srv.admit(time.Now()); reason != "" {
 			unix.Close(fd)
-			l.srv.cfg.Observer.Refused("max-conns")
-			l.logLimit("connection refused: --max-concurrent-conns reached", nil)
+			l.srv.cfg.Observer.Refused(reason)
+			l.logLimit("connection refused: "+refusalHelp[reason], nil)
 			continue
 		}
 		l.srv.active.Add(1)
@@ -59,4 +59,11 @@ func (l *loop) logLimit(msg string, err error) {
 	ev.Msg(msg)
 	l.lastLimitLog = now
 	l.limitRefused = 0
+}
+
+// refusalHelp names the flag behind each refusal reason in the log.
+var refusalHelp = map[string]string{
+	"max-conns":      "--max-concurrent-conns reached",
+	"max-handshakes": "--max-concurrent-handshakes reached",
+	"handshake-rate": "--max-handshake-rate exceeded",
 }

@@ -52,6 +52,7 @@ func (c *conn) closeWith(reason string, err error, resetTLS, resetPlain bool) {
 	}
 	c.phase = phaseClosed
 	c.l.timer.schedule(c, time.Time{})
+	c.doneShaking()
 	c.l.srv.active.Add(-1) // before the close, so a peer that sees it sees the count
 	c.closeSide(&c.tls, resetTLS)
 	c.closeSide(&c.pln, resetPlain)

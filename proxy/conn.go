@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -61,6 +62,8 @@ type conn struct {
 	plnToTLS  int64   // plaintext bytes relayed and encrypted
 	tlsInfo   Summary // TLS fields filled in at handshake end
 	handshook time.Time
+	shaking   bool // counted in Server.shaking
+	peerAddr  unix.Sockaddr
 }
 
 // newConn starts the life of an accepted socket.
@@ -68,8 +71,10 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	now := time.Now()
 	c := &conn{
 		l: l, mode: l.srv.cfg.Mode, heapIndex: -1, start: now, lastActive: now,
-		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa),
+		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa), peerAddr: sa,
+		shaking: true,
 	}
+	l.srv.shaking.Add(1)
 	accepted := &c.tls
 	if c.mode == ModeClient {
 		accepted = &c.pln
@@ -164,6 +169,7 @@ func (c *conn) handshakeDone() {
 	now := time.Now()
 	cs := c.eng.ConnectionState()
 	c.handshook = now
+	c.doneShaking()
 	c.tlsInfo.TLSVersion = tls.VersionName(cs.Version)
 	c.tlsInfo.Cipher = tls.CipherSuiteName(cs.CipherSuite)
 	c.tlsInfo.SNI = cs.ServerName
@@ -234,6 +240,7 @@ func (c *conn) dialFailed(err error) {
 func (c *conn) dialDone() {
 	now := time.Now()
 	if c.mode == ModeServer {
+		c.sendUpstreamHeader()
 		c.startRelay(now)
 		return
 	}
@@ -272,5 +279,30 @@ func (c *conn) onDeadline(now time.Time) {
 			return
 		}
 		c.abort(fmt.Errorf("idle for %s", idle))
+	}
+}
+
+// doneShaking takes the connection out of the handshakes-in-flight count.
+func (c *conn) doneShaking() {
+	if c.shaking {
+		c.shaking = false
+		c.l.srv.shaking.Add(-1)
+	}
+}
+
+// sendUpstreamHeader writes the configured header (the PROXY protocol) to
+// the upstream before any plaintext.
+func (c *conn) sendUpstreamHeader() {
+	build := c.l.srv.cfg.UpstreamHeader
+	if build == nil {
+		return
+	}
+	cs := c.eng.ConnectionState()
+	var local netip.AddrPort
+	if sa, err := unix.Getsockname(c.tls.fd); err == nil {
+		local = sockaddrAddrPort(sa)
+	}
+	if hdr := build(sockaddrAddrPort(c.peerAddr), local, &cs); len(hdr) > 0 {
+		c.writePlain(hdr)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,20 @@ type Config struct {
 	MaxConns         int           // concurrent connections; 0 = limited by file descriptors
 	ListenMode       uint32        // permission bits of a unix listening socket; 0 = umask
 
+	// MaxHandshakes caps handshakes in flight; connections over it are
+	// closed at accept. 0 = no cap.
+	MaxHandshakes int
+	// HandshakeRate caps new connections per second that may start a
+	// handshake (a token bucket with a one-second burst); the excess is
+	// closed at accept, so a flood cannot starve established connections
+	// of CPU. 0 = no limit.
+	HandshakeRate int
+
+	// UpstreamHeader, when set, returns bytes written to the upstream before
+	// any plaintext (the PROXY protocol header), built from the client's
+	// address, the address it connected to, and the finished handshake.
+	UpstreamHeader func(client, local netip.AddrPort, cs *tls.ConnectionState) []byte
+
 	Log      zerolog.Logger
 	Observer Observer // metrics hooks; nil = none
 }
@@ -89,6 +104,8 @@ type Server struct {
 	loops []*loop
 
 	active   atomic.Int64 // open connections, for MaxConns and Shutdown
+	shaking  atomic.Int64 // handshakes in flight, for MaxHandshakes
+	rate     tokenBucket
 	draining atomic.Bool
 	done     chan struct{}
 	stopOnce sync.Once
@@ -107,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
+	s.rate.init(cfg.HandshakeRate)
 	for i := 0; i < cfg.Loops; i++ {
 		l, err := newLoop(s)
 		if err != nil {

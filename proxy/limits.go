@@ -1,0 +1,54 @@
+package proxy
+
+import (
+	"sync"
+	"time"
+)
+
+// tokenBucket admits at most rate events per second, with a burst of one
+// second's worth. It is shared by the loops, hence the lock; it is taken
+// once per accepted connection, never on the data path.
+type tokenBucket struct {
+	mu     sync.Mutex
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func (b *tokenBucket) init(perSecond int) {
+	b.rate = float64(perSecond)
+	b.tokens = b.rate
+}
+
+// allow takes one token if there is one. A zero rate allows everything.
+func (b *tokenBucket) allow(now time.Time) bool {
+	if b.rate <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() {
+		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// admit decides whether a new connection may start; it returns the refusal
+// reason, or "" to admit.
+func (s *Server) admit(now time.Time) string {
+	if max := s.cfg.MaxConns; max > 0 && s.active.Load() >= int64(max) {
+		return "max-conns"
+	}
+	if max := s.cfg.MaxHandshakes; max > 0 && s.shaking.Load() >= int64(max) {
+		return "max-handshakes"
+	}
+	if !s.rate.allow(now) {
+		return "handshake-rate"
+	}
+	return ""
+}

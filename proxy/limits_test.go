@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestHandshakeRateShedsFlood: over --max-handshake-rate new connections
+// are closed at accept, while an established connection keeps echoing.
+func TestHandshakeRateShedsFlood(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) { c.HandshakeRate = 5 })
+	established := dialTLS(t, srv, ccfg)
+	ok, shed := 0, 0
+	for i := 0; i < 40; i++ {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", srv.Addr().String(), ccfg)
+		if err != nil {
+			shed++
+			continue
+		}
+		ok++
+		c.Close()
+	}
+	t.Logf("flood of 40: %d handshakes admitted, %d shed", ok, shed)
+	if shed == 0 || ok > 10 {
+		t.Fatalf("rate 5/s admitted %d of 40 connections at once", ok)
+	}
+	established.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(established, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("established connection during the flood: %q %v", buf, err)
+	}
+}
+
+// TestMaxHandshakesCapsStalledClients: with the in-flight cap reached by
+// stalled handshakes, new connections are shed; once those time out,
+// clients get through again.
+func TestMaxHandshakesCapsStalledClients(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) {
+		c.MaxHandshakes = 3
+		c.HandshakeTimeout = 500 * time.Millisecond
+	})
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte{0x16, 0x03, 0x01})
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := tls.Dial("tcp", srv.Addr().String(), ccfg); err == nil {
+		t.Fatal("a fourth handshake was admitted over the cap of 3")
+	}
+	time.Sleep(time.Second) // the stalled ones reach the handshake timeout
+	c := dialTLS(t, srv, ccfg)
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("after the stalled handshakes timed out: %v", err)
+	}
+}
+
+// TestUpstreamHeaderComesFirst: the configured header reaches the upstream
+// before any plaintext, built from the real client address.
+func TestUpstreamHeaderComesFirst(t *testing.T) {
+	got := make(chan string, 1)
+	up := startUpstream(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	})
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) {
+		c.UpstreamHeader = func(client, local netip.AddrPort, cs *tls.ConnectionState) []byte {
+			return []byte("HDR " + client.String() + " " + local.String() + " " + tls.VersionName(cs.Version) + "\n")
+		}
+	})
+	c := dialTLS(t, srv, ccfg)
+	c.Write([]byte("payload"))
+	c.CloseWrite()
+	want := "HDR " + c.LocalAddr().String() + " " + srv.Addr().String() + " TLS 1.3\npayload"
+	select {
+	case s := <-got:
+		if s != want {
+			t.Fatalf("upstream got %q, want %q", s, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("upstream got nothing")
+	}
+}
