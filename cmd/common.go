@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,7 +27,11 @@ type commonOptions struct {
 	idleTimeout      time.Duration
 	connectTimeout   time.Duration
 	shutdownTimeout  time.Duration
+	shutdownDelay    time.Duration
 	maxConns         int
+	maxHandshakes    int
+	handshakeRate    int
+	alpn             []string
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -36,7 +41,11 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.DurationVar(&o.idleTimeout, "idle-timeout", time.Hour, "close connections that moved no byte for this long (0 = never)")
 	f.DurationVar(&o.connectTimeout, "connect-timeout", 10*time.Second, "give up connecting to --target after this long")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let open connections finish for this long, then close them")
+	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM/SIGINT, report not ready at once but keep accepting for this long, so load balancers notice first")
 	f.IntVar(&o.maxConns, "max-concurrent-conns", 0, "most connections open at once; more are refused (0 = limited only by file descriptors)")
+	f.IntVar(&o.maxHandshakes, "max-concurrent-handshakes", 4096, "most TLS handshakes in flight at once; more connections are refused (0 = no cap)")
+	f.IntVar(&o.handshakeRate, "max-handshake-rate", 0, "most new TLS handshakes per second; more connections are refused (0 = no limit)")
+	f.StringSliceVar(&o.alpn, "alpn", nil, "ALPN protocols to offer, in order of preference, e.g. h2,http/1.1")
 }
 
 // addresses parses --listen and --target.
@@ -59,22 +68,34 @@ func (o *commonOptions) addresses() (listen, target upstream.Target, err error) 
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"handshake-timeout", o.handshakeTimeout}, {"idle-timeout", o.idleTimeout}, {"connect-timeout", o.connectTimeout}, {"shutdown-timeout", o.shutdownTimeout}} {
+	}{{"handshake-timeout", o.handshakeTimeout}, {"idle-timeout", o.idleTimeout}, {"connect-timeout", o.connectTimeout},
+		{"shutdown-timeout", o.shutdownTimeout}, {"shutdown-delay", o.shutdownDelay}} {
 		if d.v < 0 {
 			return listen, target, flagError(d.name, "must not be negative")
 		}
 	}
-	if o.maxConns < 0 {
-		return listen, target, flagError("max-concurrent-conns", "must not be negative")
+	for name, v := range map[string]int{"max-concurrent-conns": o.maxConns, "max-concurrent-handshakes": o.maxHandshakes, "max-handshake-rate": o.handshakeRate} {
+		if v < 0 {
+			return listen, target, flagError(name, "must not be negative")
+		}
+	}
+	for _, p := range o.alpn {
+		if p == "" || len(p) > 255 {
+			return listen, target, flagError("alpn", "protocol names must be 1 to 255 bytes")
+		}
 	}
 	return listen, target, nil
 }
 
 func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target upstream.Target, tlsConfig *tls.Config, log zerolog.Logger) proxy.Config {
+	if len(o.alpn) > 0 {
+		tlsConfig.NextProtos = o.alpn
+	}
 	return proxy.Config{
 		Mode: mode, Listen: listen, Target: target, TLS: tlsConfig,
 		HandshakeTimeout: o.handshakeTimeout, ConnectTimeout: o.connectTimeout,
 		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log,
+		MaxHandshakes: o.maxHandshakes, HandshakeRate: o.handshakeRate,
 	}
 }
 
@@ -116,18 +137,31 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 				}
 				continue
 			}
-			return shutdown(srv, served, sigs, o.shutdownTimeout, log, sig)
+			return shutdown(srv, served, sigs, o, log, sig)
 		}
 	}
 }
 
-// shutdown drains the server; a second signal cuts it short.
-func shutdown(srv *proxy.Server, served <-chan error, sigs <-chan os.Signal, timeout time.Duration, log zerolog.Logger, sig os.Signal) error {
-	log.Info().Str("signal", sig.String()).Int64("open_connections", srv.Active()).Dur("shutdown_timeout", timeout).Msg("shutting down: no new connections")
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+// stopping flips when a shutdown signal arrives; readiness reports it at
+// once, before the listener closes.
+var stopping atomic.Bool
+
+// shutdown drains the server: readiness fails at once, new connections are
+// still accepted for --shutdown-delay, then the listener closes and open
+// connections get --shutdown-timeout to finish. A second signal exits at
+// once.
+func shutdown(srv *proxy.Server, served <-chan error, sigs <-chan os.Signal, o commonOptions, log zerolog.Logger, sig os.Signal) error {
+	stopping.Store(true)
+	log.Info().Str("signal", sig.String()).Int64("open_connections", srv.Active()).
+		Dur("shutdown_delay", o.shutdownDelay).Dur("shutdown_timeout", o.shutdownTimeout).Msg("shutting down: not ready")
 	done := make(chan error, 1)
-	go func() { done <- srv.Shutdown(ctx) }()
+	go func() {
+		time.Sleep(o.shutdownDelay)
+		log.Info().Msg("listener closed; waiting for open connections")
+		ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
+		defer cancel()
+		done <- srv.Shutdown(ctx)
+	}()
 	for {
 		select {
 		case err := <-done:
