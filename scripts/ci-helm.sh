@@ -22,14 +22,18 @@ HELM_VERSION=${HELM_VERSION:-v3.22.0}
 if [ -z "${HELM:-}" ]; then
 	gobin="$HOME/go/bin/helm-$HELM_VERSION"
 	HELM="$gobin/helm"
-	if [ -x "$HELM" ] && "$HELM" version --short 2>/dev/null | grep -q "^$HELM_VERSION+"; then
-		log "using cached $("$HELM" version --short)"
+	# (A go-installed helm reports only "v3.22": read the module version from
+	# its build info instead.)
+	installed=""
+	[ -x "$HELM" ] && installed=$(go version -m "$HELM" | awk '$1 == "mod" && $2 == "helm.sh/helm/v3" { print $3 }')
+	if [ "$installed" = "$HELM_VERSION" ]; then
+		log "using cached helm $installed ($HELM)"
 	else
 		log "go install helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 		mkdir -p "$gobin"
 		# Build helm with the toolchain its own go.mod asks for, outside any module.
 		(cd "$gobin" && GOBIN="$gobin" GOFLAGS= go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
-		log "installed $("$HELM" version --short)"
+		log "installed helm $HELM_VERSION ($HELM)"
 	fi
 fi
 export HELM
