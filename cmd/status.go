@@ -1,0 +1,152 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/metrics"
+	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/proxyproto"
+	"github.com/moat-proxy/moat/status"
+	"github.com/moat-proxy/moat/upstream"
+)
+
+// upstreamCheckTTL and upstreamCheckTimeout bound what readiness probes
+// cost the upstream: at most one connect per second, each given up after a
+// second, so a hung upstream cannot pile up probe goroutines either.
+const (
+	upstreamCheckTTL     = time.Second
+	upstreamCheckTimeout = time.Second
+)
+
+// statusOptions are the flags of the status port, shared by server and
+// client modes. The work is split in two because the observer must be in
+// proxy.Config before proxy.New, while the status server needs the
+// proxy.Server for readiness:
+//
+//	cfg.Observer = o.status.observer()
+//	srv, err := proxy.New(cfg)
+//	stop, err := o.status.start(log, srv, cfg.Target, src)
+type statusOptions struct {
+	addr  string
+	pprof bool
+	// proxyProtocol is the PROXY protocol version the upstream expects
+	// (0 = none). Readiness connects then send a LOCAL header, the form the
+	// specification provides for health checks, so the upstream does not
+	// log each probe as a broken header.
+	proxyProtocol int
+
+	run *statusRun // made by observer; nil without --status
+}
+
+// statusRun is what one run of the command built.
+type statusRun struct {
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	server  *status.Server // set by start
+}
+
+func (s *statusOptions) register(f *pflag.FlagSet) {
+	f.StringVar(&s.addr, "status", "", "serve /healthz, /readyz and /metrics over plain HTTP on this host:port (empty = no status port)")
+	f.BoolVar(&s.pprof, "enable-pprof", false, "also serve /debug/pprof/ on the --status port")
+}
+
+// observer builds the metrics and returns them as the proxy's observer, or
+// nil when there is no --status port to read them from.
+func (s *statusOptions) observer() proxy.Observer {
+	if s.addr == "" {
+		return nil
+	}
+	if s.run == nil {
+		reg := prometheus.NewRegistry()
+		s.run = &statusRun{reg: reg, metrics: metrics.New(reg)}
+	}
+	return s.run.metrics
+}
+
+// start serves the status port until the returned stop is called; call
+// stop after the proxy has drained, so that /readyz answers 503 throughout
+// the drain. It also records the expiry of the certificate in service.
+// Without --status it does nothing.
+func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upstream.Target, src *certs.Source) (stop func(context.Context), err error) {
+	nothing := func(context.Context) {}
+	if s.addr == "" {
+		if s.pprof {
+			return nil, flagError("enable-pprof", "needs --status: pprof is served on the status port only")
+		}
+		return nothing, nil
+	}
+	s.observer()
+	if src != nil {
+		s.run.metrics.CertificateLoaded(src.NotAfter())
+	}
+	st, err := status.New(status.Config{
+		Addr:          s.addr,
+		Gatherer:      s.run.reg,
+		EnablePprof:   s.pprof,
+		Draining:      srv.Draining,
+		CheckUpstream: status.Cached(upstreamCheckTTL, dialCheck(target, s.proxyProtocol)),
+	})
+	if errors.Is(err, status.ErrBadAddress) {
+		return nil, flagError("status", "%v", err)
+	} else if err != nil {
+		return nil, fmt.Errorf("--status: %w", err) // a port in use is not a usage error
+	}
+	s.run.server = st
+	go func() {
+		if err := st.Serve(); err != nil {
+			log.Error().Err(err).Msg("status server stopped")
+		}
+	}()
+	log.Info().Str("status", st.Addr().String()).Bool("pprof", s.pprof).Msg("status port is serving")
+	return func(ctx context.Context) { st.Close(ctx) }, nil
+}
+
+// onReload counts a certificate reload and tracks the new expiry, then
+// hands the outcome to next (the log line).
+func (s *statusOptions) onReload(src *certs.Source, next func(error)) func(error) {
+	return func(err error) {
+		if s.run != nil {
+			s.run.metrics.Reload(err)
+			if err == nil && src != nil {
+				s.run.metrics.CertificateLoaded(src.NotAfter())
+			}
+		}
+		next(err)
+	}
+}
+
+// dialCheck connects to the target and hangs up: a listening upstream is
+// what readiness promises the load balancer.
+func dialCheck(target upstream.Target, proxyProtocol int) func(context.Context) error {
+	var hello []byte
+	switch proxyProtocol {
+	case 1:
+		hello = []byte("PROXY UNKNOWN\r\n")
+	case 2:
+		hello = proxyproto.V2Local()
+	}
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
+		defer cancel()
+		var d net.Dialer
+		c, err := d.DialContext(ctx, target.Network, target.Address)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if hello != nil {
+			c.SetWriteDeadline(time.Now().Add(upstreamCheckTimeout))
+			c.Write(hello) // best effort: the connect is what was checked
+		}
+		return nil
+	}
+}
