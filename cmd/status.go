@@ -74,7 +74,9 @@ func (s *statusOptions) observer() proxy.Observer {
 
 // start serves the status port until the returned stop is called; call
 // stop after the proxy has drained, so that /readyz answers 503 throughout
-// the drain. It also records the expiry of the certificate in service.
+// the drain. Readiness fails from the moment a shutdown signal arrives
+// (stopping), through --shutdown-delay while moat still accepts, and then
+// while the server drains. It also records the expiry of the certificate in service.
 // Without --status it does nothing.
 func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upstream.Target, src *certs.Source) (stop func(context.Context), err error) {
 	nothing := func(context.Context) {}
@@ -92,7 +94,7 @@ func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upst
 		Addr:          s.addr,
 		Gatherer:      s.run.reg,
 		EnablePprof:   s.pprof,
-		Draining:      srv.Draining,
+		Draining:      func() bool { return stopping.Load() || srv.Draining() },
 		CheckUpstream: status.Cached(upstreamCheckTTL, dialCheck(target, s.proxyProtocol)),
 	})
 	if errors.Is(err, status.ErrBadAddress) {

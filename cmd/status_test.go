@@ -133,6 +133,14 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 		t.Errorf("/readyz with the upstream gone = %d %q, want 503 upstream unreachable", code, body)
 	}
 
+	// A signal during --shutdown-delay: still accepting, no longer ready.
+	stopping.Store(true)
+	code, body = httpGet(t, base+"/readyz")
+	stopping.Store(false)
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") {
+		t.Errorf("/readyz once a signal arrived = %d %q, want 503 draining", code, body)
+	}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

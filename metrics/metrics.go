@@ -54,6 +54,11 @@ var tlsVersions = map[uint16]string{
 	tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3",
 }
 
+// refusalReasons are the limits the proxy refuses connections for today
+// (proxy/accept.go); a reason added there still gets its own series, made at
+// its first refusal.
+var refusalReasons = []string{"max-conns", "max-handshakes", "handshake-rate"}
+
 // HandshakeBuckets are the moat_handshake_duration_seconds buckets: a local
 // handshake takes about a millisecond, one over a slow mobile link a second,
 // and the default handshake timeout is 10s.
@@ -96,7 +101,9 @@ func New(reg prometheus.Registerer) *Metrics {
 	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_reloads_total",
 		Help: "Certificate reloads, by result (success, failure)."}, []string{"result"})
 	m.reloadOK, m.reloadFailed = reloads.WithLabelValues("success"), reloads.WithLabelValues("failure")
-	m.refusedChild("max-conns") // the limit proxy enforces today; exported as 0 from the start
+	for _, r := range refusalReasons {
+		m.refusedChild(r) // exported as 0 from the start, like the handshake reasons
+	}
 
 	if reg != nil {
 		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,

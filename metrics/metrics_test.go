@@ -103,6 +103,7 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 		{"moat_connections_active", nil, 2},
 		{"moat_connections_refused_total", []string{"reason", "max-conns"}, 1},
 		{"moat_connections_refused_total", []string{"reason", "handshake-rate"}, 1},
+		{"moat_connections_refused_total", []string{"reason", "max-handshakes"}, 0},
 		{"moat_handshakes_total", []string{"result", "ok", "version", "1.3"}, 1},
 		{"moat_handshakes_total", []string{"result", "ok", "version", "1.2"}, 1},
 		{"moat_handshakes_total", []string{"result", "error", "version", "unknown"}, 2},
