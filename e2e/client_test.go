@@ -134,7 +134,7 @@ func (a *app) expectClosed(t testing.TB) {
 		t.Fatalf("app read %q after the connection should have ended", b)
 	}
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
-		t.Fatal("connection still open")
+		t.Fatal("moat did not end the connection")
 	}
 }
 
