@@ -25,6 +25,7 @@ import (
 const (
 	upstreamCheckTTL     = time.Second
 	upstreamCheckTimeout = time.Second
+	statusCloseTimeout   = 5 * time.Second
 )
 
 // statusOptions are the flags of the status port, shared by server and
@@ -109,7 +110,12 @@ func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upst
 		}
 	}()
 	log.Info().Str("status", st.Addr().String()).Bool("pprof", s.pprof).Msg("status port is serving")
-	return func(ctx context.Context) { st.Close(ctx) }, nil
+	return func(ctx context.Context) {
+		// Probes and scrapes are short; a stuck one must not hold up exit.
+		ctx, cancel := context.WithTimeout(ctx, statusCloseTimeout)
+		defer cancel()
+		st.Close(ctx)
+	}, nil
 }
 
 // onReload counts a certificate reload and tracks the new expiry, then
