@@ -89,7 +89,9 @@ func start(t testing.TB, name string, args ...string) *process {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	readDone := make(chan struct{})
 	go func() {
+		defer close(readDone)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -103,7 +105,12 @@ func start(t testing.TB, name string, args ...string) *process {
 		}
 		io.Copy(io.Discard, pr)
 	}()
-	go func() { p.cmd.Wait(); pw.Close(); close(p.done) }()
+	go func() {
+		p.cmd.Wait()
+		pw.Close()
+		<-readDone // every line is in out before done closes
+		close(p.done)
+	}()
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
