@@ -32,6 +32,7 @@ type commonOptions struct {
 	maxHandshakes    int
 	handshakeRate    int
 	alpn             []string
+	status           statusOptions
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -46,6 +47,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.IntVar(&o.maxHandshakes, "max-concurrent-handshakes", 4096, "most TLS handshakes in flight at once; more connections are refused (0 = no cap)")
 	f.IntVar(&o.handshakeRate, "max-handshake-rate", 0, "most new TLS handshakes per second; more connections are refused (0 = no limit)")
 	f.StringSliceVar(&o.alpn, "alpn", nil, "ALPN protocols to offer, in order of preference, e.g. h2,http/1.1")
+	o.status.register(f)
 }
 
 // addresses parses --listen and --target.
@@ -108,15 +110,27 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if err := cfg.Target.Resolve(ctx); err != nil {
 		return flagError("target", "%v", err)
 	}
+	if obs := o.status.observer(); obs != nil {
+		cfg.Observer = obs
+	}
 	srv, err := proxy.New(cfg)
 	if err != nil {
 		return flagError("listen", "%v", err)
+	}
+	stopStatus, err := o.status.start(log, srv, cfg.Target, src)
+	if err != nil {
+		return err
+	}
+	defer stopStatus(context.Background()) // after the drain: /readyz stays 503 throughout
+	onReload := reloadLogger(log, src)
+	if src != nil {
+		onReload = o.status.onReload(src, onReload)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go cfg.Target.KeepResolved(30*time.Second, ctx.Done())
 	if src != nil {
-		go src.Watch(ctx, reloadLogger(log, src))
+		go src.Watch(ctx, onReload)
 	}
 
 	sigs := make(chan os.Signal, 2)
@@ -133,7 +147,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				if src != nil {
-					reloadLogger(log, src)(src.Reload())
+					onReload(src.Reload())
 				}
 				continue
 			}

@@ -1,10 +1,14 @@
 package cmd
 
 import (
+	"crypto/tls"
+	"net/netip"
+
 	"github.com/spf13/cobra"
 
 	"github.com/moat-proxy/moat/certs"
 	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/proxyproto"
 )
 
 // serverOptions are the flags of `moat server`.
@@ -18,6 +22,7 @@ type serverOptions struct {
 	disableAuth bool
 	caFile      string
 	policy      certs.Policy
+	proxyProto  string
 }
 
 func init() { extraCommands = append(extraCommands, newServerCommand) }
@@ -51,6 +56,8 @@ it off explicitly.`,
 	f.StringSliceVar(&o.policy.DNSNames, "allow-dns", nil, "allow clients whose certificate has the DNS SAN NAME (repeatable)")
 	f.StringSliceVar(&o.policy.URIs, "allow-uri", nil, "allow clients whose certificate has the URI SAN URI, e.g. spiffe://trust.domain/ns/x/sa/y (repeatable)")
 	f.BoolVar(&o.policy.AllowAll, "allow-all", false, "allow any client whose certificate chains to --cacert")
+	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
+	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	return cmd
 }
 
@@ -80,6 +87,9 @@ func (o *serverOptions) run(cmd *cobra.Command) error {
 	}
 	tlsConfig := src.ServerTLSConfig(o.policy, !o.disableAuth)
 	cfg := o.common.proxyConfig(proxy.ModeServer, listen, target, tlsConfig, log)
+	if err := o.proxyProtocol(&cfg); err != nil {
+		return err
+	}
 	return runProxy(cmd.Context(), cfg, o.common, log, src)
 }
 
@@ -142,4 +152,24 @@ func (o *serverOptions) source() (*certs.Source, error) {
 		return nil, flagError("cert", "%v", err)
 	}
 	return src, nil
+}
+
+// proxyProtocol sets up the PROXY protocol header for --proxy-protocol.
+func (o *serverOptions) proxyProtocol(cfg *proxy.Config) error {
+	var version int
+	switch o.proxyProto {
+	case "":
+		return nil
+	case "v1", "1":
+		version = 1
+	case "v2", "2":
+		version = 2
+	default:
+		return flagError("proxy-protocol", "unknown version %q (want v1 or v2)", o.proxyProto)
+	}
+	o.common.status.proxyProtocol = version
+	cfg.UpstreamHeader = func(client, local netip.AddrPort, cs *tls.ConnectionState) []byte {
+		return proxyproto.ForConnection(version, client, local, cs)
+	}
+	return nil
 }
