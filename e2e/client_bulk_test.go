@@ -83,7 +83,11 @@ func waitStalled(t testing.TB, c *atomic.Int64) int64 {
 	return 0
 }
 
-const bulkBytes = 256 << 20
+// bulkBytes is more than the socket buffers between writer and reader can
+// hold even at their autotuning maximum (2 x 32 MiB receive + 2 x 4 MiB send
+// here; the writer stalls after 8-10 MiB in practice), so a stall before the
+// end is moat refusing to read.
+const bulkBytes = 128 << 20
 
 // TestClientBackpressure mirrors server mode: when one end stops reading,
 // moat stops reading the other (the writer stalls long before the end of
@@ -111,7 +115,9 @@ func TestClientBackpressure(t *testing.T) {
 				}
 				wrote <- err
 			}()
-			if n := waitStalled(t, &written); n >= bulkBytes {
+			n := waitStalled(t, &written)
+			t.Logf("writer stalled after %d MiB", n>>20)
+			if n >= bulkBytes {
 				t.Fatalf("all %d bytes were written while nothing read them", n)
 			}
 			n, bad, err := readPattern(dst)
