@@ -12,7 +12,9 @@
 #
 # scripts/image-test.sh builds this file unmodified with buildah and runs it.
 
-FROM golang:1.26.11-bookworm AS build
+# The build stage runs on the builder's platform and cross-compiles for the
+# target one (docker buildx build --platform linux/amd64,linux/arm64 ...).
+FROM --platform=$BUILDPLATFORM golang:1.26.11-bookworm AS build
 
 # Module downloads go through GOPROXY; override it (or pass GOFLAGS) with
 # --build-arg for a mirror or an air-gapped proxy.
@@ -30,12 +32,13 @@ RUN go mod download && go mod verify
 
 COPY . .
 
+ARG TARGETOS
+ARG TARGETARCH
 ARG VERSION=dev
 ARG COMMIT=unknown
-RUN go build -trimpath -buildvcs=false \
+RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X github.com/moat-proxy/moat/cmd.Version=${VERSION} -X github.com/moat-proxy/moat/cmd.Commit=${COMMIT}" \
-      -o /out/moat . \
- && /out/moat version
+      -o /out/moat .
 
 FROM gcr.io/distroless/static-debian12:nonroot
 

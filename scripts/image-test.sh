@@ -55,7 +55,7 @@ mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 iso=(--isolation chroot)
 
 # --- What the Dockerfile asks for -------------------------------------------
-mapfile -t froms < <(awk 'toupper($1) == "FROM" { print $2 }' Dockerfile)
+mapfile -t froms < <(awk 'toupper($1) == "FROM" { for (i = 2; i <= NF; i++) if ($i !~ /^--/) { print $i; break } }' Dockerfile)
 [ ${#froms[@]} -eq 2 ] || die "expected two FROM lines in Dockerfile, found: ${froms[*]}"
 build_base=${froms[0]}
 final_base=${froms[1]}
