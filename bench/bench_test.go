@@ -32,7 +32,7 @@ func tinyConfig(t *testing.T) runConfig {
 	}
 	t.Setenv(roleEnv, "1")
 	return runConfig{
-		reps: 1, bulkBytes: 4 << 20, bulkConns: 2, hsDuration: 150 * time.Millisecond, hsWorkers: 2,
+		reps: 1, bulkBytes: 2 << 20, bulkConns: 2, hsDuration: 150 * time.Millisecond, hsWorkers: 2,
 		ppDuration: 150 * time.Millisecond, idleConns: 40, verify: true, peers: []string{"iocopy"},
 		exe: exe, log: io.Discard, attempts: 1, // no quiet-machine waits: this is a test, not a figure
 	}
@@ -57,7 +57,7 @@ func TestQuickBenchAgainstIOCopyRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer in.stop()
-	const n = 3<<20 + 12345 // not a multiple of any buffer size
+	const n = 1<<20 + 12345 // not a multiple of any buffer size
 	want := patternSHA(n)
 	for _, dir := range []string{"up", "down"} {
 		r, err := runLoad(e, in.addr, "-test", dir, "-bytes", strconv.Itoa(n), "-conns", "1", "-verify")

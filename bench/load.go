@@ -349,8 +349,13 @@ func pingpongConn(c *tls.Conn, msg, warmup int, dur time.Duration) ([]time.Durat
 	patternAt(out, 0)
 	_ = c.SetDeadline(time.Now().Add(dur + 10*time.Second))
 	lat := make([]time.Duration, 0, 1<<16)
-	deadline := time.Now().Add(dur)
-	for i := 0; i < 1_000_000 && time.Now().Before(deadline); i++ {
+	var deadline time.Time
+	for i := 0; i < warmup+1_000_000; i++ {
+		if i == warmup { // the clock starts after the warm-up round trips
+			deadline = time.Now().Add(dur)
+		} else if i > warmup && time.Now().After(deadline) {
+			break
+		}
 		t0 := time.Now()
 		if _, err := c.Write(out); err != nil {
 			return lat, err

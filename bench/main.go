@@ -57,7 +57,7 @@ func dispatch(args []string) error {
 
 // parseRunFlags turns `bench run` flags into a runConfig and an output path.
 func parseRunFlags(args []string) (runConfig, string, error) {
-	cfg := runConfig{log: os.Stderr, quietWait: 10 * time.Second, attempts: 3}
+	cfg := runConfig{log: os.Stderr, quietWait: 10 * time.Second, attempts: 3, patience: new(time.Duration)}
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	quick := fs.Bool("quick", false, "small sizes, 1 rep, 1,000 idle conns: under a minute")
 	fs.IntVar(&cfg.reps, "reps", 3, "repetitions; the table shows medians")
@@ -70,6 +70,7 @@ func parseRunFlags(args []string) (runConfig, string, error) {
 	fs.BoolVar(&cfg.verify, "verify", false, "also compare sha256 of every bulk stream (costs load-client CPU)")
 	peers := fs.String("peers", "moat,iocopy,hitch,haproxy,stunnel,direct", "peers to run, in table order")
 	fs.StringVar(&cfg.moatBin, "moat", "", "prebuilt moat binary (default: go build the repository root)")
+	fs.DurationVar(cfg.patience, "patience", 4*time.Minute, "total time the run may spend waiting for other processes to quiet down and repeating measurements they disturbed")
 	out := fs.String("out", "", "also write the markdown report to this file")
 	if err := fs.Parse(args); err != nil {
 		return cfg, "", err
@@ -77,6 +78,7 @@ func parseRunFlags(args []string) (runConfig, string, error) {
 	if *quick {
 		cfg.reps, *mb, cfg.idleConns = 1, 64, 1000
 		cfg.hsDuration, cfg.ppDuration = 300*time.Millisecond, 300*time.Millisecond
+		*cfg.patience = 0 // a smoke run: disturbed measurements are noted, not repeated
 	}
 	cfg.bulkBytes = *mb << 20
 	cfg.peers = strings.Split(*peers, ",")

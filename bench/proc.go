@@ -308,6 +308,9 @@ func machineCPU() (busy, total time.Duration) {
 // quarter second, so a measurement does not start in the middle of someone
 // else's build. It does not fail: guarded checks the measurement itself.
 func waitQuiet(max time.Duration) {
+	if max <= 0 {
+		return
+	}
 	deadline := time.Now().Add(max)
 	for time.Now().Before(deadline) {
 		b0, t0 := machineCPU()

@@ -28,7 +28,11 @@ type runConfig struct {
 	exe        string        // the binary that serves the child roles
 	quietWait  time.Duration // longest wait for a quiet machine before a measurement
 	attempts   int           // tries per measurement while other processes disturb it
-	log        io.Writer
+	// patience is the time the whole run may spend waiting for a quiet
+	// machine and repeating disturbed measurements; it bounds the run's
+	// length however busy the neighbours are.
+	patience *time.Duration
+	log      io.Writer
 }
 
 // peerResult collects one peer's samples across repetitions.
@@ -192,7 +196,7 @@ func idleRSS(e *runEnv, in *instance, n int) (perConn float64, opened int, err e
 // fresh instance: idle memory first (on a fresh process), then bulk, ping-pong
 // and handshakes.
 func measureNormal(e *runEnv, cfg runConfig, in *instance, res *peerResult) {
-	waitQuiet(cfg.quietWait)
+	cfg.waitQuiet()
 	perConn, opened, err := idleRSS(e, in, cfg.idleConns)
 	if opened > 0 {
 		res.add("idle", perConn)
@@ -218,7 +222,8 @@ func measureNormal(e *runEnv, cfg runConfig, in *instance, res *peerResult) {
 // A disturbed measurement is retried up to twice; the last one is kept.
 func guarded(cfg runConfig, in *instance, res *peerResult, name string, measure func() (map[string]float64, error)) {
 	for attempt := 1; ; attempt++ {
-		waitQuiet(cfg.quietWait)
+		cfg.waitQuiet()
+		start := time.Now()
 		m0 := markCPU(in)
 		samples, err := measure()
 		foreign, share := foreignCPU(m0, markCPU(in))
@@ -226,17 +231,38 @@ func guarded(cfg runConfig, in *instance, res *peerResult, name string, measure 
 			res.note("%s: %v", name, err)
 			return
 		}
-		if !disturbed(foreign, share) || attempt >= cfg.attempts {
+		if !disturbed(foreign, share) || attempt >= cfg.attempts || cfg.patienceLeft() <= 0 {
 			for k, v := range samples {
 				res.add(k, v)
 			}
 			if disturbed(foreign, share) {
-				res.disturbed = append(res.disturbed, fmt.Sprintf("%s: other processes used %.0f%% of the CPUs (%v) during the last of %d attempts",
+				res.disturbed = append(res.disturbed, fmt.Sprintf("%s: other processes used %.0f%% of the CPUs (%v) in attempt %d",
 					name, 100*share, foreign.Round(time.Millisecond), attempt))
 			}
 			return
 		}
+		cfg.spend(time.Since(start))
 		fmt.Fprintf(cfg.log, "bench:   %s %s: other processes used %.0f%% of the CPUs, repeating\n", res.name, name, 100*share)
+	}
+}
+
+// waitQuiet waits for a quiet machine within the run's remaining patience.
+func (cfg runConfig) waitQuiet() {
+	start := time.Now()
+	waitQuiet(min(cfg.quietWait, cfg.patienceLeft()))
+	cfg.spend(time.Since(start))
+}
+
+func (cfg runConfig) patienceLeft() time.Duration {
+	if cfg.patience == nil {
+		return 0
+	}
+	return *cfg.patience
+}
+
+func (cfg runConfig) spend(d time.Duration) {
+	if cfg.patience != nil {
+		*cfg.patience -= d
 	}
 }
 
