@@ -381,4 +381,3 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	}
 	return sorted[int(p*float64(len(sorted)-1))]
 }
-
