@@ -43,6 +43,9 @@ func (e *Engine) drive() error {
 			return ErrWantRead
 		}
 		w = startWorker(&e.bio, e.initialHandshake)
+	case w != nil && w.done:
+		// The worker finished inside the call that started it (crypto/tls
+		// refused a renegotiation at once): settle it, never resume it.
 	case w != nil && (e.bio.avail() > 0 || e.bio.eof):
 		w.resume()
 	default:
