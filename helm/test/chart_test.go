@@ -41,7 +41,7 @@ type want struct {
 	statusPort int32
 	grace      int64
 	args       []string // must be present
-	notArgs    []string // must be absent
+	notArgs    []string // prefixes that no arg may have
 	// lastInit: with a native sidecar, moat is the last init container (the
 	// app's own init containers run before it).
 	lastInit bool
@@ -52,7 +52,7 @@ func wants() map[string]want {
 		"defaults": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
 			args:    []string{"--listen=:8443", "--target=127.0.0.1:8080", "--cert-dir=/etc/moat/tls", "--disable-authentication", "--status=:9090", "--shutdown-timeout=30s", "--shutdown-delay=0s"},
-			notArgs: []string{"--self-signed", "--enable-pprof"},
+			notArgs: []string{"--self-signed", "--enable-pprof", "--allow-", "--max-", "--proxy-protocol", "--alpn", "--cacert"},
 		},
 		"mtls": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
@@ -76,7 +76,7 @@ func wants() map[string]want {
 		"all-flags": {
 			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 73,
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
-				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-handshake-rate=200", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
+				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
 				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},
 		},
 		"library": {
@@ -300,8 +300,10 @@ func checkMoatPod(t *testing.T, spec corev1.PodSpec, w want) {
 		}
 	}
 	for _, a := range w.notArgs {
-		if slices.Contains(c.Args, a) {
-			t.Errorf("args %v have %s", c.Args, a)
+		for _, arg := range c.Args {
+			if strings.HasPrefix(arg, a) {
+				t.Errorf("args %v have %s", c.Args, arg)
+			}
 		}
 	}
 	seen := map[string]bool{}
@@ -541,6 +543,7 @@ func TestRefusedValues(t *testing.T) {
 		{"unknown log format", valueSet{args: []string{"--set", "log.format=xml"}}, "/log/format"},
 		{"proxy protocol v3", valueSet{args: []string{"--set", "proxyProtocol=v3"}}, "/proxyProtocol"},
 		{"mtls without allow rules", valueSet{args: []string{"--set", "mtls.enabled=true"}}, "/mtls"},
+		{"comma in an allow entry", valueSet{args: []string{"--set", "mtls.enabled=true", "--set-json", `mtls.allowOU=["Acme, Inc"]`}}, "/mtls/allowOU/0"},
 		{"cert-manager without issuer", valueSet{args: []string{"--set", "certManager.enabled=true"}}, "/certManager/issuerRef/name"},
 		{"grace shorter than shutdown", valueSet{args: []string{"--set", "terminationGracePeriodSeconds=20"}}, "needs more than shutdown.delaySeconds + shutdown.timeoutSeconds = 30 seconds"},
 		{"grace shorter than shutdown with delay", valueSet{args: []string{"--set", "shutdown.delaySeconds=15", "--set", "terminationGracePeriodSeconds=45"}}, "= 45 seconds"},

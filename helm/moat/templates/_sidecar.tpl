@@ -101,6 +101,9 @@ real binary knows every flag rendered here.
 {{- range $v.mtls.allowURI }}
 - --allow-uri={{ . }}
 {{- end }}
+{{- if $v.mtls.allowAll }}
+- --allow-all
+{{- end }}
 {{- else }}
 - --disable-authentication
 {{- end }}
@@ -112,6 +115,9 @@ real binary knows every flag rendered here.
 - --shutdown-timeout={{ int64 $v.shutdown.timeoutSeconds }}s
 {{- if $v.maxConcurrentConns }}
 - --max-concurrent-conns={{ int64 $v.maxConcurrentConns }}
+{{- end }}
+{{- if not (kindIs "invalid" $v.maxConcurrentHandshakes) }}
+- --max-concurrent-handshakes={{ int64 $v.maxConcurrentHandshakes }}
 {{- end }}
 {{- if $v.maxHandshakeRate }}
 - --max-handshake-rate={{ int64 $v.maxHandshakeRate }}
@@ -135,8 +141,8 @@ real binary knows every flag rendered here.
 {{/* moat.container: the moat container (without restartPolicy). */}}
 {{- define "moat.container" -}}
 {{- $v := .values -}}
-{{- if and $v.mtls.enabled (not (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI)) -}}
-{{- fail "moat: mtls.enabled needs at least one of mtls.allowCN, allowOU, allowDNS, allowURI" -}}
+{{- if and $v.mtls.enabled (not (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI $v.mtls.allowAll)) -}}
+{{- fail "moat: mtls.enabled needs at least one of mtls.allowCN, allowOU, allowDNS, allowURI, or mtls.allowAll" -}}
 {{- end -}}
 {{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) -}}
 {{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
