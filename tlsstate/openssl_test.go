@@ -1,0 +1,196 @@
+package tlsstate
+
+import (
+	"crypto/tls"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// keyUpdateRecordLen is a TLS 1.3 KeyUpdate as sent: a 5-byte record header,
+// the 5-byte message, the inner content type and a 16-byte AEAD tag.
+const keyUpdateRecordLen = 5 + 5 + 1 + 16
+
+// TestServerAnswersKeyUpdateOnReadPath: OpenSSL's KeyUpdate with
+// update_requested reaches the engine while the server only reads; the
+// answer is produced by Read and flushed, and data afterwards decrypts on
+// both sides under the new keys. Without update_requested nothing is produced.
+func TestServerAnswersKeyUpdateOnReadPath(t *testing.T) {
+	p := testPKI(t)
+	srvCfg, _ := p.configs(tls.VersionTLS13, p.small, false)
+	proc, conn := acceptClient(t, "-tls1_3", "-msg", "-servername", "localhost")
+	sp := newPeer(t, conn, Server(srvCfg, Options{}))
+	sp.handshake()
+	sp.waitFor(proc, `Verify return code`)
+
+	raw := sp.raw
+	proc.send("k")
+	sp.waitFor(proc, `>>> TLS 1.3, Handshake \[length 0005\], KeyUpdate`)
+	sp.until("s_client's KeyUpdate", func() bool { return sp.raw >= raw+keyUpdateRecordLen })
+	sp.poll(0)
+	if sp.readOut != 0 || sp.err != nil {
+		t.Fatalf("KeyUpdate without update_requested: Read produced %d bytes, err=%v; want 0", sp.readOut, sp.err)
+	}
+
+	proc.send("K")
+	sp.until("the KeyUpdate answer", func() bool { return sp.readOut > 0 || sp.err != nil })
+	if sp.readOut != keyUpdateRecordLen || sp.err != nil {
+		t.Fatalf("Read produced %d bytes (err=%v), want one %d-byte KeyUpdate", sp.readOut, sp.err, keyUpdateRecordLen)
+	}
+	sp.waitFor(proc, `<<< TLS 1.3, Handshake \[length 0005\], KeyUpdate`)
+	sp.write("moat-after-keyupdate\n")
+	sp.waitFor(proc, `\nmoat-after-keyupdate`)
+	proc.send("s_client-after-keyupdate")
+	sp.until("data from s_client", func() bool { return strings.Contains(string(sp.plain), "s_client-after-keyupdate\n") })
+}
+
+// TestClientAnswersServerKeyUpdate is the mirror case: the engine as client
+// answers s_server's KeyUpdate on its read path.
+func TestClientAnswersServerKeyUpdate(t *testing.T) {
+	p := testPKI(t)
+	_, cliCfg := p.configs(tls.VersionTLS13, p.small, false)
+	files, err := p.small.WritePEM(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, conn := dialServer(t, "-tls1_3", "-msg", "-cert", files.Cert, "-key", files.Key)
+	cp := newPeer(t, conn, Client(cliCfg, Options{}))
+	cp.handshake()
+	cp.waitFor(proc, `CIPHER is`)
+
+	proc.send("K")
+	cp.until("the KeyUpdate answer", func() bool { return cp.readOut > 0 || cp.err != nil })
+	if cp.readOut != keyUpdateRecordLen || cp.err != nil {
+		t.Fatalf("Read produced %d bytes (err=%v), want one %d-byte KeyUpdate", cp.readOut, cp.err, keyUpdateRecordLen)
+	}
+	cp.waitFor(proc, `<<< TLS 1.3, Handshake \[length 0005\], KeyUpdate`)
+	cp.write("moat-client-after-keyupdate\n")
+	cp.waitFor(proc, `\nmoat-client-after-keyupdate`)
+	proc.send("s_server-after-keyupdate")
+	cp.until("data from s_server", func() bool { return strings.Contains(string(cp.plain), "s_server-after-keyupdate\n") })
+}
+
+// TestClientRenegotiatesWithOpenSSLServer: a TLS 1.2 client engine follows
+// s_server's HelloRequest ('r'), and its request for a client certificate
+// at renegotiation ('R'), as its tls.Config's Renegotiation allows.
+func TestClientRenegotiatesWithOpenSSLServer(t *testing.T) {
+	cases := []struct {
+		name       string
+		policy     tls.RenegotiationSupport
+		cmds       []string
+		handshakes int    // after all commands
+		wantErr    string // the last command is refused with this error
+	}{
+		{"r/OnceAsClient", tls.RenegotiateOnceAsClient, []string{"r"}, 2, ""},
+		{"R/OnceAsClient/ClientCertAtRenegotiation", tls.RenegotiateOnceAsClient, []string{"R"}, 2, ""},
+		{"rr/FreelyAsClient", tls.RenegotiateFreelyAsClient, []string{"r", "r"}, 3, ""},
+		{"rr/OnceAsClient", tls.RenegotiateOnceAsClient, []string{"r", "r"}, 2, "no renegotiation"},
+		{"r/Never", tls.RenegotiateNever, []string{"r"}, 1, "no renegotiation"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			testRenegotiation(t, tc.policy, tc.cmds, tc.handshakes, tc.wantErr)
+		})
+	}
+}
+
+func testRenegotiation(t *testing.T, policy tls.RenegotiationSupport, cmds []string, handshakes int, wantErr string) {
+	p := testPKI(t)
+	_, cliCfg := p.configs(tls.VersionTLS12, p.small, false)
+	cliCfg.Renegotiation = policy
+	var certRequests atomic.Int32
+	clientCert := p.client.TLS()
+	cliCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		certRequests.Add(1)
+		return &clientCert, nil
+	}
+	dir := t.TempDir()
+	files, err := p.small.WritePEM(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientFiles, err := p.client.WritePEM(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, conn := dialServer(t, "-tls1_2", "-msg", "-cert", files.Cert, "-key", files.Key, "-CAfile", clientFiles.CA)
+	cp := newPeer(t, conn, Client(cliCfg, Options{}))
+	cp.handshake()
+	cp.waitFor(proc, `CIPHER is`)
+
+	for i, cmd := range cmds {
+		proc.send(cmd)
+		if i == len(cmds)-1 && wantErr != "" {
+			cp.until("the refusal", func() bool { return cp.err != nil })
+			if cp.e.State() != Failed || !strings.Contains(cp.err.Error(), wantErr) {
+				t.Fatalf("state=%v err=%v, want Failed with %q", cp.e.State(), cp.err, wantErr)
+			}
+			cp.waitFor(proc, `<<< TLS 1.2, Alert \[length 0002\], warning no_renegotiation`)
+			break
+		}
+		cp.until("renegotiation", func() bool { return cp.e.Handshakes() == i+2 || cp.err != nil })
+		if cp.err != nil || cp.e.State() != Open {
+			t.Fatalf("renegotiation %d: state=%v err=%v", i+1, cp.e.State(), cp.err)
+		}
+		if cp.readOut == 0 {
+			t.Fatal("renegotiation flight not produced on the read path")
+		}
+		if cmd == "R" {
+			cp.waitFor(proc, `(?s)>>> TLS 1.2, Handshake \[length [0-9a-f]+\], CertificateRequest.*<<< TLS 1.2, Handshake \[length [0-9a-f]+\], Certificate\b`)
+		}
+		exchange(t, cp, proc, fmt.Sprintf("after-renegotiation-%d", i+1))
+	}
+	if got := cp.e.Handshakes(); got != handshakes {
+		t.Fatalf("Handshakes() = %d, want %d", got, handshakes)
+	}
+	wantCert := int32(0)
+	if cmds[0] == "R" {
+		wantCert = 1 // at the renegotiation only
+	}
+	if got := certRequests.Load(); got != wantCert {
+		t.Fatalf("client certificate requested %d times, want %d", got, wantCert)
+	}
+}
+
+// exchange sends a line each way between an engine and an openssl peer.
+func exchange(t *testing.T, ep *peer, proc *opensslProc, tag string) {
+	t.Helper()
+	ep.write("moat-" + tag + "\n")
+	ep.waitFor(proc, `\nmoat-`+tag+`\n`)
+	proc.send("openssl-" + tag)
+	ep.until("data from openssl", func() bool { return strings.Contains(string(ep.plain), "openssl-"+tag+"\n") })
+}
+
+// TestServerRejectsClientInitiatedRenegotiation: s_client's renegotiation
+// ('R') makes the server engine's Read fail with a fatal unexpected_message
+// alert, produced on the read path and flushed to the peer. Another
+// connection is unaffected.
+func TestServerRejectsClientInitiatedRenegotiation(t *testing.T) {
+	p := testPKI(t)
+	srvCfg, _ := p.configs(tls.VersionTLS12, p.small, false)
+	var procs [2]*opensslProc
+	var peers [2]*peer
+	for i := range peers {
+		proc, conn := acceptClient(t, "-tls1_2", "-msg", "-servername", "localhost")
+		procs[i], peers[i] = proc, newPeer(t, conn, Server(srvCfg, Options{}))
+		peers[i].handshake()
+		peers[i].waitFor(proc, `Verify return code`)
+	}
+	victim, other := peers[0], peers[1]
+
+	procs[0].send("R")
+	victim.until("the refusal", func() bool { return victim.err != nil })
+	if victim.e.State() != Failed || !strings.Contains(victim.err.Error(), "unexpected handshake message") {
+		t.Fatalf("state=%v err=%v, want Failed on the renegotiation ClientHello", victim.e.State(), victim.err)
+	}
+	if victim.readOut == 0 {
+		t.Fatal("no alert produced on the read path")
+	}
+	victim.waitFor(procs[0], `<<< TLS 1.2, Alert \[length 0002\], fatal unexpected_message`)
+
+	exchange(t, other, procs[1], "other-connection")
+	if other.e.State() != Open || other.e.Handshakes() != 1 {
+		t.Fatalf("other connection: state=%v handshakes=%d", other.e.State(), other.e.Handshakes())
+	}
+}
