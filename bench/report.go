@@ -163,8 +163,13 @@ func writeNotes(w io.Writer, results []*peerResult) {
 		if r.missing != "" {
 			fmt.Fprintf(w, "- %s: not measured: %s\n", r.name, r.missing)
 		}
-		for _, n := range slices.Compact(slices.Concat(r.notes, r.disturbed)) {
+		for _, n := range slices.Compact(slices.Clone(r.notes)) {
 			fmt.Fprintf(w, "- %s: %s\n", r.name, strings.TrimSpace(n))
+		}
+		if len(r.disturbed) > 0 {
+			m, _ := median(r.disturbed)
+			fmt.Fprintf(w, "- %s: %d of %d measurements were kept although other processes used more than %.0f%% of the CPUs (median %.0f%%, worst %.0f%%)\n",
+				r.name, len(r.disturbed), r.measured, 100*maxForeign, 100*m, 100*slices.Max(r.disturbed))
 		}
 	}
 }

@@ -41,8 +41,10 @@ type peerResult struct {
 	missing string
 	samples map[string][]float64
 	notes   []string
-	// disturbed lists measurements kept although other processes were busy.
-	disturbed []string
+	// measured counts kept measurements; disturbed holds, for each one kept
+	// although other processes were busy, their share of the CPUs.
+	measured  int
+	disturbed []float64
 }
 
 func (r *peerResult) add(metric string, v float64) {
@@ -235,9 +237,9 @@ func guarded(cfg runConfig, in *instance, res *peerResult, name string, measure 
 			for k, v := range samples {
 				res.add(k, v)
 			}
+			res.measured++
 			if disturbed(foreign, share) {
-				res.disturbed = append(res.disturbed, fmt.Sprintf("%s: other processes used %.0f%% of the CPUs (%v) in attempt %d",
-					name, 100*share, foreign.Round(time.Millisecond), attempt))
+				res.disturbed = append(res.disturbed, share)
 			}
 			return
 		}
