@@ -85,11 +85,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-new_container() { # image -> container id (removed on exit)
-	local c
-	c=$(buildah from --pull=never "$1")
-	containers+=("$c")
-	printf '%s\n' "$c"
+new_container() { # image -> $ctr (removed on exit); not in a subshell, so that cleanup knows it
+	ctr=$(buildah from --pull=never "$1")
+	containers+=("$ctr")
 }
 
 have_standin() { # ref label-value
@@ -126,6 +124,7 @@ else
 		--cmd bash \
 		--label "$standin_label=$build_standin" \
 		"$c"
+	buildah rmi "$build_ref" >/dev/null 2>&1 || true # the previous stand-in, if unused
 	buildah commit --quiet "$c" "$build_ref" >/dev/null
 	rm -rf "$work/golang-rootfs"
 	log "tagged stand-in $build_ref"
@@ -168,6 +167,7 @@ EOF
 		--workingdir /home/nonroot \
 		--label "$standin_label=$final_standin" \
 		"$c"
+	buildah rmi "$final_ref" >/dev/null 2>&1 || true
 	buildah commit --quiet "$c" "$final_ref" >/dev/null
 	log "tagged stand-in $final_ref"
 fi
@@ -192,6 +192,7 @@ else
 	bud_mod=(--build-arg GOPROXY=off --volume "$modcache:/go/pkg/mod:ro")
 fi
 log "buildah bud --pull=never -t $image (VERSION=$version, modules: ${IMAGE_TEST_MODULES:-cache})"
+buildah rmi "$image" >/dev/null 2>&1 || true # a kept image from an earlier run
 build_start=$SECONDS
 buildah bud "${iso[@]}" --pull=never --layers=false \
 	--build-arg VERSION="$version" \
@@ -209,7 +210,7 @@ label=$(buildah inspect --type image --format '{{index .OCIv1.Config.Labels "org
 [ "$label" = "$version" ] || die "image version label is '$label', want $version"
 log "config: USER $user, ENTRYPOINT $entrypoint"
 
-ctr=$(new_container "$image")
+new_container "$image"
 mnt=$(buildah mount "$ctr")
 for sh in bin/sh bin/bash usr/bin/sh busybox; do
 	[ ! -e "$mnt/$sh" ] || die "final image contains /$sh; it should need no shell"
@@ -256,7 +257,8 @@ id_out=$(buildah run "${iso[@]}" --volume "$work/probe/probe:/probe:ro" "$ctr" -
 log "runs as $id_out"
 
 if [ "${IMAGE_TEST_KEEP:-0}" != 1 ]; then
-	buildah rm "$ctr" >/dev/null && containers=()
+	cleanup
+	trap - EXIT
 	buildah rmi "$image" >/dev/null
 fi
 log "PASS in $((SECONDS - start))s"
