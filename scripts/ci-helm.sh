@@ -3,7 +3,8 @@
 #
 #   1. Install a pinned helm with `go install` (cached under
 #      $HOME/go/bin/helm-<version>, reused when present).
-#   2. helm lint --strict on the chart's defaults (quick, readable failure).
+#   2. helm lint --strict on the chart's defaults (quick, readable failure),
+#      and helm package (only chart files go into the package).
 #   3. go test in helm/test, a module of its own: helm lint --strict and
 #      helm template for every value set, strict decoding of every manifest
 #      into the Kubernetes API types, assertions on the sidecar, refused
@@ -39,8 +40,17 @@ fi
 export HELM
 
 chart="$repo/helm/moat"
-log "helm lint --strict helm/moat"
+log "helm lint --strict helm/moat, helm package"
 "$HELM" lint --strict --kube-version 1.31.0 "$chart"
+pkg=$(mktemp -d)
+trap 'rm -rf "$pkg"' EXIT
+"$HELM" package --destination "$pkg" "$chart" >/dev/null
+# The package holds the chart and nothing else (.helmignore).
+tar -tzf "$pkg"/moat-*.tgz | sort >"$pkg/list"
+if grep -v -E '^moat/(Chart\.yaml|values\.yaml|values\.schema\.json|README\.md|\.helmignore|templates/.*)$' "$pkg/list"; then
+	echo "unexpected files in the chart package (above)" >&2
+	exit 1
+fi
 
 cd "$repo/helm/test"
 log "helm/test: go mod tidy -diff, go vet"

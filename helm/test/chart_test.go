@@ -547,6 +547,7 @@ func TestRefusedValues(t *testing.T) {
 		{"cert-manager without issuer", valueSet{args: []string{"--set", "certManager.enabled=true"}}, "/certManager/issuerRef/name"},
 		{"grace shorter than shutdown", valueSet{args: []string{"--set", "terminationGracePeriodSeconds=20"}}, "needs more than shutdown.delaySeconds + shutdown.timeoutSeconds = 30 seconds"},
 		{"grace shorter than shutdown with delay", valueSet{args: []string{"--set", "shutdown.delaySeconds=15", "--set", "terminationGracePeriodSeconds=45"}}, "= 45 seconds"},
+		{"misspelt key under moat: in a parent chart", valueSet{chart: parentChart, args: []string{"--set", "moat.tagret=127.0.0.1:1"}}, "additional properties 'tagret' not allowed"},
 		{"parent pod grace too short", valueSet{chart: parentChart, args: []string{"--set", "moat.shutdown.timeoutSeconds=120"}}, "the pod spec's terminationGracePeriodSeconds is 60"},
 		{"native sidecar on 1.28", valueSet{kubeVersion: "1.28.9"}, "nativeSidecar needs Kubernetes 1.29"},
 		{"service monitor without the example", valueSet{args: []string{"--set", "example.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"}}, "metrics.serviceMonitor selects the standalone Service"},

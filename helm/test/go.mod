@@ -1,5 +1,8 @@
 // Tests for the Helm chart in ../moat, in a module of their own so that the
 // Kubernetes API types never enter moat's own go.mod.
+//
+// prometheus-operator's monitoring API stays at v0.93.1: later versions
+// require a k8s.io/utils pseudo-version the module proxy does not serve.
 module github.com/moat-proxy/moat/helm/test
 
 go 1.26.11
