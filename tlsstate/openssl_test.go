@@ -129,9 +129,20 @@ func testRenegotiation(t *testing.T, policy tls.RenegotiationSupport, cmds []str
 			cp.waitFor(proc, `<<< TLS 1.2, Alert \[length 0002\], warning no_renegotiation`)
 			break
 		}
-		cp.until("renegotiation", func() bool { return cp.e.Handshakes() == i+2 || cp.err != nil })
-		if cp.err != nil || cp.e.State() != Open {
-			t.Fatalf("renegotiation %d: state=%v err=%v", i+1, cp.e.State(), cp.err)
+		sawRenegotiating := false
+		cp.until("renegotiation", func() bool {
+			if cp.e.State() == Renegotiating {
+				// The HelloRequest arrives alone, so the engine stays here
+				// until the server answers our ClientHello: Write must wait.
+				sawRenegotiating = true
+				if n, err := cp.e.Write([]byte("too early")); n != 0 || err != ErrWantRead {
+					t.Fatalf("Write while renegotiating = %d, %v; want ErrWantRead", n, err)
+				}
+			}
+			return cp.e.Handshakes() == i+2 || cp.err != nil
+		})
+		if cp.err != nil || cp.e.State() != Open || !sawRenegotiating {
+			t.Fatalf("renegotiation %d: state=%v err=%v, Renegotiating seen: %v", i+1, cp.e.State(), cp.err, sawRenegotiating)
 		}
 		if cp.readOut == 0 {
 			t.Fatal("renegotiation flight not produced on the read path")
