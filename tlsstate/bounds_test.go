@@ -168,3 +168,26 @@ func TestCloseStopsParkedWorkers(t *testing.T) {
 	}
 	waitGoroutines(t, before)
 }
+
+// TestCloseWriteDuringHandshakeIsOwed: a CloseWrite that comes while the
+// handshake runs (say the upstream closed early) cannot be sent yet; the
+// engine owes it and queues close_notify as soon as the handshake is done.
+func TestCloseWriteDuringHandshakeIsOwed(t *testing.T) {
+	p := testPKI(t)
+	srvCfg, cliCfg := p.configs(tls.VersionTLS13, p.small, false)
+	s, c := Server(srvCfg, Options{}), Client(cliCfg, Options{})
+	defer s.Close()
+	defer c.Close()
+	if err := c.CloseWrite(); err != nil || c.State() != Handshaking {
+		t.Fatalf("CloseWrite before the handshake = %v, state=%v", err, c.State())
+	}
+	if _, err := c.Write([]byte("x")); err != ErrClosed {
+		t.Fatalf("Write after CloseWrite = %v, want ErrClosed", err)
+	}
+	l := &link{t: t, a: c, b: s, window: 1 << 20}
+	l.handshake()
+	if n, err := s.Read(make([]byte, 8)); n != 0 || err != io.EOF || !s.PeerClosedCleanly() {
+		t.Fatalf("server Read = %d, %v clean=%v; want the owed close_notify", n, err, s.PeerClosedCleanly())
+	}
+	l.send(s, c, []byte("the other direction still works"))
+}

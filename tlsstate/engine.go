@@ -85,7 +85,8 @@ type Engine struct {
 	err        error // fatal error, once Failed
 	readErr    error // io.EOF once the peer closed
 	cleanEOF   bool  // the EOF came with close_notify
-	writeDone  bool  // CloseWrite queued close_notify
+	writeDone  bool  // CloseWrite was called
+	owedClose  bool  // CloseWrite came while a handshake ran: send close_notify after it
 	closed     bool  // Close was called
 	plainHeld  bool  // crypto/tls may still hold decrypted plaintext
 	handshakes int

@@ -91,6 +91,9 @@ func (e *Engine) workerDone(err error) error {
 		e.reneg = e.conn.ConnectionState().Version <= tls.VersionTLS12
 	}
 	e.bio.gate = e.reneg
+	if e.owedClose {
+		return e.sendCloseNotify()
+	}
 	return nil
 }
 
@@ -195,8 +198,10 @@ func (e *Engine) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// CloseWrite queues close_notify; reading continues (half-close). It answers
-// ErrWantRead until the handshake is done.
+// CloseWrite queues close_notify; reading continues (half-close). While a
+// handshake or renegotiation runs, crypto/tls cannot send it yet, so it is
+// owed and queued the moment that handshake completes; Write answers
+// ErrClosed from now on either way.
 func (e *Engine) CloseWrite() error {
 	if err := e.usable(); err != nil {
 		return err
@@ -204,12 +209,18 @@ func (e *Engine) CloseWrite() error {
 	if e.writeDone {
 		return nil
 	}
-	if err := e.drive(); err != nil {
-		return err
+	e.writeDone = true
+	if e.state != Open {
+		e.owedClose = true
+		return nil
 	}
+	return e.sendCloseNotify()
+}
+
+func (e *Engine) sendCloseNotify() error {
+	e.owedClose = false
 	if err := e.conn.CloseWrite(); err != nil {
 		return e.fail(err)
 	}
-	e.writeDone = true
 	return nil
 }
