@@ -2,10 +2,14 @@ package tlsstate
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // keyUpdateRecordLen is a TLS 1.3 KeyUpdate as sent: a 5-byte record header,
@@ -203,5 +207,65 @@ func TestServerRejectsClientInitiatedRenegotiation(t *testing.T) {
 	exchange(t, other, procs[1], "other-connection")
 	if other.e.State() != Open || other.e.Handshakes() != 1 {
 		t.Fatalf("other connection: state=%v handshakes=%d", other.e.State(), other.e.Handshakes())
+	}
+}
+
+// failingConn fails every write once armed, like a non-blocking socket
+// whose buffer is full, handed to crypto/tls directly.
+type failingConn struct {
+	net.Conn
+	armed atomic.Bool
+}
+
+func (c *failingConn) Write(b []byte) (int, error) {
+	if c.armed.Load() {
+		return 0, errors.New("transport write refused")
+	}
+	return c.Conn.Write(b)
+}
+
+// TestRawKeyUpdateWriteErrorDesyncsReadKey is the canary for the crypto/tls
+// defect in DESIGN 1.4, the reason the engine's output queue never refuses
+// a write: when the KeyUpdate answer cannot be written, crypto/tls keeps the
+// old read key, and the peer's next record (under the new key) fails with
+// bad_record_mac. If this starts passing data through, the defect is fixed
+// and DESIGN 1.4 can be revised.
+func TestRawKeyUpdateWriteErrorDesyncsReadKey(t *testing.T) {
+	p := testPKI(t)
+	srvCfg, _ := p.configs(tls.VersionTLS13, p.small, false)
+	proc, conn := acceptClient(t, "-tls1_3", "-msg", "-servername", "localhost")
+	fc := &failingConn{Conn: conn}
+	srv := tls.Server(fc, srvCfg)
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(opensslTimeout))
+	if err := srv.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	waitOutput(t, proc, `Verify return code`)
+	fc.armed.Store(true)
+	proc.send("K")
+	// One line per stdin read: s_client drops the rest of a command line.
+	waitOutput(t, proc, `>>> TLS 1.3, Handshake \[length 0005\], KeyUpdate`)
+	proc.send("data-under-the-new-key")
+	_, err := srv.Read(make([]byte, 256))
+	if err == nil || !strings.Contains(err.Error(), "bad record MAC") {
+		t.Fatalf("Read after a failed KeyUpdate answer = %v; want bad record MAC (has crypto/tls fixed the read-key desync?)", err)
+	}
+	if _, err := srv.Write([]byte("x")); err == nil {
+		t.Fatal("Write succeeded after the failed KeyUpdate answer")
+	}
+}
+
+// waitOutput waits for openssl output when no engine needs polling.
+func waitOutput(t *testing.T, proc *opensslProc, re string) {
+	t.Helper()
+	want := regexp.MustCompile(re)
+	for deadline := time.Now().Add(opensslTimeout); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := proc.seen(want); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for openssl output /%s/", re)
+		}
 	}
 }
