@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"runtime"
 	"testing"
 )
 
@@ -105,5 +106,35 @@ func BenchmarkStdRecordRoundTrip(b *testing.B) {
 		if _, err := io.ReadFull(c, buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkIdleEngineHeap reports the heap an idle, open engine keeps
+// (heap-B/engine): crypto/tls's own state, since the engine releases its
+// buffers and worker when idle. Pairs exchange one small record each way
+// first, as after a request.
+func BenchmarkIdleEngineHeap(b *testing.B) {
+	p := testPKI(b)
+	srvCfg, cliCfg := p.configs(tls.VersionTLS13, p.small, false)
+	var engines []*Engine
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for b.Loop() {
+		s, c := Server(srvCfg, Options{}), Client(cliCfg, Options{})
+		l := &link{t: b, a: c, b: s, window: 1 << 20}
+		l.handshake()
+		l.send(c, s, []byte("ping"))
+		l.send(s, c, []byte("pong"))
+		engines = append(engines, s, c)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(engines)), "heap-B/engine")
+	for _, e := range engines {
+		if e.bio.in != nil || e.bio.out != nil {
+			b.Fatal("idle engine holds a buffer")
+		}
+		e.Close()
 	}
 }

@@ -185,6 +185,8 @@ func (e *Engine) ConnectionState() tls.ConnectionState {
 
 // Close stops a running worker and frees the input buffer. Output stays
 // readable so that a last alert can still be flushed; Consume frees it.
+// Call it for every engine: a worker parked mid-handshake holds a goroutine
+// until Close or more input ends it.
 func (e *Engine) Close() {
 	if e.closed {
 		return
