@@ -108,6 +108,7 @@ type peer struct {
 	readOut int    // ciphertext produced by Read calls, flushed
 	raw     int    // ciphertext received from the socket
 	err     error  // first fatal engine error
+	hold    bool   // do not flush Output (to show what an unflushed read path does)
 	buf     []byte
 }
 
@@ -157,7 +158,7 @@ func (p *peer) readAll() {
 
 func (p *peer) flush() {
 	p.t.Helper()
-	for p.e.Pending() > 0 {
+	for !p.hold && p.e.Pending() > 0 {
 		n, err := p.conn.Write(p.e.Output())
 		p.e.Consume(n)
 		if err != nil {

@@ -269,3 +269,36 @@ func waitOutput(t *testing.T, proc *opensslProc, re string) {
 		}
 	}
 }
+
+// TestRenegotiationWaitsForReadPathFlush shows why the caller must flush
+// Output after Read: the ClientHello of a renegotiation is produced by Read,
+// and until it is flushed neither side can move (OpenSSL bug 2's shape).
+// Flushing it is all it takes for the renegotiation to complete.
+func TestRenegotiationWaitsForReadPathFlush(t *testing.T) {
+	p := testPKI(t)
+	_, cliCfg := p.configs(tls.VersionTLS12, p.small, false)
+	cliCfg.Renegotiation = tls.RenegotiateOnceAsClient
+	files, err := p.small.WritePEM(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proc, conn := dialServer(t, "-tls1_2", "-msg", "-cert", files.Cert, "-key", files.Key)
+	cp := newPeer(t, conn, Client(cliCfg, Options{}))
+	cp.handshake()
+	cp.waitFor(proc, `CIPHER is`)
+
+	cp.hold = true
+	proc.send("r")
+	cp.until("the renegotiation ClientHello", func() bool { return cp.e.Pending() > 0 || cp.err != nil })
+	held := cp.e.Pending()
+	for range 20 { // s_server cannot answer a ClientHello it never got
+		cp.poll(5 * time.Millisecond)
+	}
+	if cp.e.State() != Renegotiating || cp.e.Pending() != held || cp.e.Handshakes() != 1 {
+		t.Fatalf("unflushed: state=%v pending=%d (held %d) handshakes=%d; want stuck Renegotiating",
+			cp.e.State(), cp.e.Pending(), held, cp.e.Handshakes())
+	}
+	cp.hold = false
+	cp.until("renegotiation", func() bool { return cp.e.Handshakes() == 2 || cp.err != nil })
+	exchange(t, cp, proc, "after-flush")
+}
