@@ -103,8 +103,10 @@ func runMain(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
+	moatFrom := cfg.moatBin
 	if cfg.moatBin == "" {
 		cfg.moatBin, moatMissing = buildMoat(tmp)
+		moatFrom = moatRevision()
 	}
 	if moatMissing == "" {
 		moatMissing = checkMoatServer(cfg.moatBin)
@@ -118,7 +120,7 @@ func runMain(args []string) error {
 		return err
 	}
 	var report bytes.Buffer
-	writeReport(&report, runHeader(cfg, args, normal, large, time.Since(start)), results)
+	writeReport(&report, runHeader(cfg, args, normal, large, time.Since(start))+"\nmoat: "+moatFrom+".", results)
 	os.Stdout.Write(report.Bytes())
 	if out != "" {
 		return os.WriteFile(out, report.Bytes(), 0o644)
@@ -153,6 +155,25 @@ func buildMoat(dir string) (bin, missing string) {
 		return "", "go build failed: " + firstLine(string(out))
 	}
 	return bin, ""
+}
+
+// moatRevision names the checkout moat was built from: the commit, and
+// "+ uncommitted changes" when the working tree differs from it, since other
+// engineers edit the same checkout while a run is going.
+func moatRevision() string {
+	root, err := repoRoot()
+	if err != nil {
+		return "unknown revision"
+	}
+	rev, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown revision"
+	}
+	desc := "built from " + strings.TrimSpace(string(rev))
+	if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		desc += " + uncommitted changes"
+	}
+	return desc
 }
 
 // checkMoatServer reports why `moat server` is not usable yet, or "".
