@@ -63,6 +63,7 @@ type conn struct {
 	tlsInfo   Summary // TLS fields filled in at handshake end
 	handshook time.Time
 	shaking   bool // counted in Server.shaking
+	queued    bool // in the loop's run-again list
 	peerAddr  unix.Sockaddr
 }
 
@@ -119,9 +120,20 @@ func (c *conn) onEvent(fd int, ev uint32) {
 	c.run()
 }
 
-// run advances the connection through its phases until nothing moves.
+// runBudget bounds the turns one connection gets per wakeup, so that a
+// connection with a firehose on both sides cannot starve the others on its
+// loop. A connection that still had work is queued to run again before the
+// loop waits (sockets are edge-triggered: no new event would come for it).
+const runBudget = 4
+
+// run advances the connection through its phases until nothing moves or
+// its budget is spent.
 func (c *conn) run() {
-	for c.phase != phaseClosed {
+	for turn := 0; c.phase != phaseClosed; turn++ {
+		if turn == runBudget {
+			c.l.again(c)
+			return
+		}
 		var moved bool
 		switch c.phase {
 		case phaseHandshake:

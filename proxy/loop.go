@@ -17,6 +17,7 @@ type loop struct {
 	evfd  int // eventfd that wakes the loop for posted tasks
 	conns map[int]*conn
 	timer timerHeap
+	ready []*conn // connections that spent their budget with work left
 
 	scratch []byte    // one plaintext batch, shared by the loop's connections
 	now     time.Time // when epoll_wait last returned; activity stamps use it
@@ -88,7 +89,11 @@ func (l *loop) runTasks() {
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	for !(l.stopped && len(l.conns) == 0) {
-		n, err := unix.EpollWait(l.epfd, events, l.waitMillis(time.Now()))
+		wait := l.waitMillis(time.Now())
+		if len(l.ready) > 0 {
+			wait = 0
+		}
+		n, err := unix.EpollWait(l.epfd, events, wait)
 		l.now = time.Now()
 		if err != nil && err != unix.EINTR {
 			l.srv.cfg.Log.Error().Err(err).Msg("epoll_wait failed; event loop stops")
@@ -98,6 +103,7 @@ func (l *loop) run() {
 		for i := 0; i < n; i++ {
 			l.dispatch(int(events[i].Fd), events[i].Events)
 		}
+		l.runAgain()
 		now := l.now
 		l.fireTimers(now)
 		if !l.acceptPaused.IsZero() && !now.Before(l.acceptPaused) {
@@ -119,6 +125,29 @@ func (l *loop) dispatch(fd int, events uint32) {
 		if c := l.conns[fd]; c != nil {
 			c.onEvent(fd, events)
 		}
+	}
+}
+
+// again queues c to run once more after the current events.
+func (l *loop) again(c *conn) {
+	if !c.queued {
+		c.queued = true
+		l.ready = append(l.ready, c)
+	}
+}
+
+// runAgain gives each queued connection another budget, in turn with the
+// connections that had events.
+func (l *loop) runAgain() {
+	ready := l.ready
+	l.ready = nil
+	for i, c := range ready {
+		ready[i] = nil
+		c.queued = false
+		c.run()
+	}
+	if l.ready == nil {
+		l.ready = ready[:0]
 	}
 }
 
