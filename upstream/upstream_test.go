@@ -1,0 +1,143 @@
+package upstream
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestParseTarget(t *testing.T) {
+	cases := []struct {
+		in, network, address string
+		port                 int
+		bad                  bool
+	}{
+		{in: "127.0.0.1:8080", network: "tcp", address: "127.0.0.1:8080", port: 8080},
+		{in: "[::1]:443", network: "tcp", address: "[::1]:443", port: 443},
+		{in: "localhost:https", network: "tcp", address: "localhost:https", port: 443},
+		{in: "unix:/run/app.sock", network: "unix", address: "/run/app.sock"},
+		{in: "127.0.0.1", bad: true},
+		{in: ":8080", bad: true},
+		{in: "127.0.0.1:99999", bad: true},
+		{in: "unix:", bad: true},
+		{in: "unix:/" + string(bytes.Repeat([]byte("x"), 120)), bad: true},
+	}
+	for _, c := range cases {
+		got, err := ParseTarget(c.in)
+		if c.bad {
+			if err == nil {
+				t.Errorf("ParseTarget(%q) accepted %+v", c.in, got)
+			}
+			continue
+		}
+		if err != nil || got.Network != c.network || got.Address != c.address || got.Port() != c.port {
+			t.Errorf("ParseTarget(%q) = %+v (port %d), %v", c.in, got, got.Port(), err)
+		}
+		if got.String() != c.in {
+			t.Errorf("String() = %q, want %q", got.String(), c.in)
+		}
+	}
+}
+
+// TestPipeParksOnlyWhatTheSinkRefused checks the backpressure accounting:
+// no room while anything is parked, room again once it drains, and no
+// buffer held while empty.
+func TestPipeParksOnlyWhatTheSinkRefused(t *testing.T) {
+	var p Pipe
+	p.SetLimit(10)
+	if p.Room() != 10 || p.buf != nil {
+		t.Fatalf("empty pipe: room %d, buffer held %v", p.Room(), p.buf != nil)
+	}
+	src := []byte("0123456789")
+	p.Park(src[4:])
+	src[5] = 'X' // Park copied
+	if p.Room() != 0 || string(p.Backlog()) != "456789" {
+		t.Fatalf("after park: room %d backlog %q", p.Room(), p.Backlog())
+	}
+	p.Consume(4)
+	if p.Room() != 0 || string(p.Backlog()) != "89" {
+		t.Fatalf("partly drained: room %d backlog %q", p.Room(), p.Backlog())
+	}
+	p.Consume(2)
+	if p.Room() != 10 || p.buf != nil || p.Len() != 0 {
+		t.Fatalf("drained: room %d, buffer held %v", p.Room(), p.buf != nil)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("parking more than Room did not panic")
+		}
+	}()
+	p.Park(make([]byte, 11))
+}
+
+func TestPipeClosedAfterDataBrokenNow(t *testing.T) {
+	var p Pipe
+	p.Park([]byte("tail"))
+	p.CloseWrite()
+	if p.Drained() || p.Room() != 0 {
+		t.Fatal("a closed pipe with a backlog reports drained or room")
+	}
+	p.Consume(4)
+	if !p.Drained() {
+		t.Fatal("closed and empty pipe is not drained: the sink would never get EOF")
+	}
+
+	var q Pipe
+	q.Park([]byte("lost"))
+	boom := errors.New("reset")
+	q.Break(boom)
+	if q.Len() != 0 || q.Drained() || !errors.Is(q.Err(), boom) || q.Room() != 0 {
+		t.Fatalf("broken pipe: len %d drained %v err %v room %d", q.Len(), q.Drained(), q.Err(), q.Room())
+	}
+}
+
+// TestDialNonblocking connects to TCP and unix listeners and reports a
+// refused connect as an error naming the target.
+func TestDialNonblocking(t *testing.T) {
+	tcp, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer tcp.Close()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	ux, _ := net.Listen("unix", sock)
+	defer ux.Close()
+	for _, addr := range []string{tcp.Addr().String(), "unix:" + sock} {
+		tgt, err := ParseTarget(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, inProgress, err := tgt.DialNonblocking()
+		if err != nil {
+			t.Fatalf("dial %s: %v", addr, err)
+		}
+		if inProgress {
+			waitWritable(t, fd)
+			if err := FinishDial(fd); err != nil {
+				t.Fatalf("finish %s: %v", addr, err)
+			}
+		}
+		unix.Close(fd)
+	}
+	tcp.Close()
+	tgt, _ := ParseTarget(tcp.Addr().String())
+	fd, inProgress, err := tgt.DialNonblocking()
+	if err == nil && inProgress {
+		waitWritable(t, fd)
+		err = FinishDial(fd)
+		unix.Close(fd)
+	}
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("dial to a closed port: %v, want connection refused", err)
+	}
+}
+
+func waitWritable(t *testing.T, fd int) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if _, err := unix.Poll(fds, int((5 * time.Second).Milliseconds())); err != nil {
+		t.Fatal(err)
+	}
+}
