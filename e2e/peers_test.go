@@ -2,11 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/moat-proxy/moat/internal/testpki"
 )
@@ -71,4 +75,15 @@ func serverFiles(t testing.TB) testpki.Files {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// tlsDialFiles connects a TLS client that trusts f's CA.
+func tlsDialFiles(addr string, f testpki.Files) (*tls.Conn, error) {
+	pem, err := os.ReadFile(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	return tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
 }

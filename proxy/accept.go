@@ -25,11 +25,11 @@ func (l *loop) accept() {
 		case isTemporaryAcceptErr(err):
 			continue
 		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
-			l.acceptPaused = time.Now().Add(acceptPause)
+			l.pauseAccepting()
 			l.logLimit("accept paused: out of file descriptors or memory", err)
 			return
 		case err != nil:
-			l.acceptPaused = time.Now().Add(acceptPause)
+			l.pauseAccepting()
 			l.logLimit("accept failed", err)
 			return
 		}
@@ -42,6 +42,31 @@ func (l *loop) accept() {
 		l.srv.active.Add(1)
 		l.newConn(fd, sa)
 	}
+}
+
+// pauseAccepting takes the listener out of the loop's epoll set for
+// acceptPause. It must leave the set: the listener is level-triggered, so
+// while connections wait in its backlog epoll_wait would return at once,
+// and the loop would spin.
+func (l *loop) pauseAccepting() {
+	l.acceptPaused = time.Now().Add(acceptPause)
+	unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.srv.ln.fd, nil)
+}
+
+// resumeAccepting puts the listener back after a pause and accepts what
+// waited meanwhile.
+func (l *loop) resumeAccepting() {
+	l.acceptPaused = time.Time{}
+	if !l.accepting {
+		return
+	}
+	ev := &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(l.srv.ln.fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, l.srv.ln.fd, ev); err != nil {
+		l.srv.cfg.Log.Error().Err(err).Msg("cannot watch the listener again; this loop stops accepting")
+		l.accepting = false
+		return
+	}
+	l.accept()
 }
 
 // logLimit logs a limit being hit at most once per second per loop, with

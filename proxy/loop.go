@@ -107,8 +107,7 @@ func (l *loop) run() {
 		now := l.now
 		l.fireTimers(now)
 		if !l.acceptPaused.IsZero() && !now.Before(l.acceptPaused) {
-			l.acceptPaused = time.Time{}
-			l.accept()
+			l.resumeAccepting()
 		}
 	}
 }
@@ -194,7 +193,9 @@ func (l *loop) remove(fd int) { delete(l.conns, fd) }
 func (l *loop) stopAccepting() {
 	if l.accepting {
 		l.accepting = false
-		unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.srv.ln.fd, nil)
+		if l.acceptPaused.IsZero() { // a paused listener is already out
+			unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.srv.ln.fd, nil)
+		}
 	}
 }
 
