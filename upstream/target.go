@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -102,6 +103,17 @@ func (t Target) Resolve(ctx context.Context) error {
 	for i := range ips {
 		ips[i] = ips[i].Unmap()
 	}
+	// IPv4 first: "localhost" names both 127.0.0.1 and ::1, and local
+	// services listen on 127.0.0.1 far more often than on ::1.
+	slices.SortStableFunc(ips, func(a, b netip.Addr) int {
+		switch {
+		case a.Is4() && !b.Is4():
+			return -1
+		case !a.Is4() && b.Is4():
+			return 1
+		}
+		return 0
+	})
 	t.addrs.Store(&ips)
 	return nil
 }

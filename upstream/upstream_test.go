@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net"
 	"path/filepath"
@@ -139,5 +140,24 @@ func waitWritable(t *testing.T, fd int) {
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
 	if _, err := unix.Poll(fds, int((5 * time.Second).Milliseconds())); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResolvePrefersIPv4: "localhost" dials 127.0.0.1, where local
+// services usually listen, even when ::1 is also listed.
+func TestResolvePrefersIPv4(t *testing.T) {
+	tgt, err := ParseTarget("localhost:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sa, family, err := tgt.Sockaddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if family != unix.AF_INET || sa.(*unix.SockaddrInet4).Addr != [4]byte{127, 0, 0, 1} {
+		t.Fatalf("localhost resolved to %#v", sa)
 	}
 }
