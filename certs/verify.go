@@ -103,6 +103,19 @@ func (e *AuthError) Alert() tls.AlertError {
 	}
 }
 
+// TLS12CipherSuites are the suites moat offers and accepts in TLS 1.2:
+// ECDHE with AEAD ciphers only. crypto/tls's defaults also include the CBC
+// suites, which scanners flag (LUCKY13) and no current client needs. TLS 1.3
+// suites are not configurable and all AEAD.
+var TLS12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
 // ServerVerifier returns a tls.Config.VerifyConnection for a server with
 // ClientAuth tls.RequireAnyClientCert: it verifies the client's chain against
 // the CA bundle in service at the moment of the handshake, then applies p.
@@ -122,7 +135,7 @@ func (s *Source) ServerVerifier(p Policy) func(tls.ConnectionState) error {
 // Without it, clients are not asked for certificates
 // (--disable-authentication).
 func (s *Source) ServerTLSConfig(p Policy, requireClientCert bool) *tls.Config {
-	base := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.GetCertificate}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLS12CipherSuites, GetCertificate: s.GetCertificate}
 	if !requireClientCert {
 		return base
 	}

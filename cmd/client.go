@@ -101,6 +101,7 @@ func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.S
 	}
 	cfg := &tls.Config{
 		MinVersion:    tls.VersionTLS12,
+		CipherSuites:  certs.TLS12CipherSuites,
 		ServerName:    serverName,
 		Renegotiation: reneg,
 	}

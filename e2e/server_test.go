@@ -80,3 +80,16 @@ func TestOpenSSLRenegotiationRefused(t *testing.T) {
 	fmt.Fprintln(other.stdin, "still here")
 	other.waitFor(t, "STILL HERE", 10*time.Second)
 }
+
+// TestTLS12OffersOnlyAEADSuites: a TLS 1.2 client that offers only CBC
+// suites is refused; one that offers GCM is served.
+func TestTLS12OffersOnlyAEADSuites(t *testing.T) {
+	f := serverFiles(t)
+	up := startUpstream(t, upperEcho)
+	_, addr := moatServer(t, f, up.addr())
+	cbc := sClient(t, addr, f, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA")
+	cbc.waitFor(t, "handshake failure", 10*time.Second)
+	gcm := sClient(t, addr, f, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256", "-quiet")
+	fmt.Fprintln(gcm.stdin, "aead only")
+	gcm.waitFor(t, "AEAD ONLY", 10*time.Second)
+}
