@@ -4,7 +4,7 @@
 #
 #   docker build --build-arg VERSION=v1.2.3 --build-arg COMMIT=$(git rev-parse HEAD) -t moat .
 #
-# Build stage: the Go toolchain pinned by go.mod (go 1.26.11), a static binary
+# Build stage: the Go toolchain pinned by go.mod (toolchain go1.26.11), a static binary
 # (CGO_ENABLED=0), reproducible paths (-trimpath), version and commit stamped
 # into cmd.Version / cmd.Commit.
 # Final stage: distroless static (CA certificates, /etc/passwd with the

@@ -1,6 +1,8 @@
 module github.com/moat-proxy/moat
 
-go 1.26.11
+go 1.26.0
+
+toolchain go1.26.11
 
 require (
 	github.com/prometheus/client_golang v1.25.0

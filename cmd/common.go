@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"go/version"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -138,6 +140,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	defer signal.Stop(sigs)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ctx) }()
+	warnOldToolchain(log)
 	log.Info().Str("listen", srv.Addr().String()).Str("target", cfg.Target.String()).Msg("moat is listening")
 
 	for {
@@ -153,6 +156,19 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 			}
 			return shutdown(srv, served, sigs, o, log, sig)
 		}
+	}
+}
+
+// pinnedToolchain is the Go release go.mod's toolchain line names: the
+// newest 1.26 patch release, which carries crypto/tls security fixes.
+const pinnedToolchain = "go1.26.11"
+
+// warnOldToolchain says so when moat was built with an older Go (a build
+// with GOTOOLCHAIN=local on an older installation).
+func warnOldToolchain(log zerolog.Logger) {
+	if v := runtime.Version(); version.IsValid(v) && version.Compare(v, pinnedToolchain) < 0 {
+		log.Warn().Str("built_with", v).Str("pinned", pinnedToolchain).
+			Msg("moat was built with an older Go than go.mod pins; crypto/tls security fixes may be missing (build with GOTOOLCHAIN=auto)")
 	}
 }
 

@@ -60,9 +60,12 @@ mapfile -t froms < <(awk 'toupper($1) == "FROM" { for (i = 2; i <= NF; i++) if (
 build_base=${froms[0]}
 final_base=${froms[1]}
 
-gomod_version=$(awk '$1 == "go" { print $2; exit }' go.mod)
+# The toolchain line names the Go release moat is built with; the go line is
+# only the minimum language version.
+gomod_version=$(awk '$1 == "toolchain" { sub(/^go/, "", $2); print $2; exit }' go.mod)
+[ -n "$gomod_version" ] || gomod_version=$(awk '$1 == "go" { print $2; exit }' go.mod)
 [ "$build_base" = "golang:${gomod_version}-bookworm" ] ||
-	die "Dockerfile build stage is $build_base, but go.mod says go $gomod_version (want golang:${gomod_version}-bookworm)"
+	die "Dockerfile build stage is $build_base, but go.mod's toolchain is go$gomod_version (want golang:${gomod_version}-bookworm)"
 [ "$final_base" = "gcr.io/distroless/static-debian12:nonroot" ] ||
 	die "the final-stage stand-in mimics gcr.io/distroless/static-debian12:nonroot, Dockerfile uses $final_base"
 
