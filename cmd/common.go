@@ -60,7 +60,7 @@ func (o *commonOptions) addresses() (listen, target upstream.Target, err error) 
 	if o.target == "" {
 		return listen, target, flagError("target", "required (host:port or unix:/path)")
 	}
-	if listen, err = upstream.ParseTarget(o.listen); err != nil {
+	if listen, err = upstream.ParseListen(o.listen); err != nil {
 		return listen, target, flagError("listen", "%v", err)
 	}
 	if target, err = upstream.ParseTarget(o.target); err != nil {

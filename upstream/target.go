@@ -58,7 +58,7 @@ func ParseTarget(s string) (Target, error) {
 		return Target{}, fmt.Errorf("%q: want host:port or unix:/path", s)
 	}
 	port, err := net.LookupPort("tcp", portStr)
-	if err != nil || port < 0 || port > 65535 {
+	if err != nil || portStr == "" || port < 0 || port > 65535 {
 		return Target{}, fmt.Errorf("%q: bad port %q", s, portStr)
 	}
 	if host == "" {
@@ -70,6 +70,20 @@ func ParseTarget(s string) (Target, error) {
 		t.addrs.Store(&addrs)
 	}
 	return t, nil
+}
+
+// ParseListen parses an address to listen on. It is ParseTarget, except
+// that the host may be empty (":8443"): every local address, IPv4 and IPv6.
+func ParseListen(s string) (Target, error) {
+	if rest, ok := strings.CutPrefix(s, ":"); ok && !strings.Contains(rest, ":") {
+		t, err := ParseTarget("0.0.0.0" + s)
+		if err != nil {
+			return Target{}, fmt.Errorf("%q: bad port %q", s, rest)
+		}
+		t.Address, t.host = s, ""
+		return t, nil
+	}
+	return ParseTarget(s)
 }
 
 // String returns the target as the user wrote it.

@@ -161,3 +161,20 @@ func TestResolvePrefersIPv4(t *testing.T) {
 		t.Fatalf("localhost resolved to %#v", sa)
 	}
 }
+
+// TestParseListenAllowsEmptyHost: ":8443" listens on every address, as in
+// the README's examples; a bad port is still refused.
+func TestParseListenAllowsEmptyHost(t *testing.T) {
+	got, err := ParseListen(":8443")
+	if err != nil || got.Network != "tcp" || got.Address != ":8443" || got.Port() != 8443 {
+		t.Fatalf("ParseListen(:8443) = %+v, %v", got, err)
+	}
+	for _, bad := range []string{":", ":x", ":99999", "8443"} {
+		if _, err := ParseListen(bad); err == nil {
+			t.Errorf("ParseListen(%q) accepted", bad)
+		}
+	}
+	if got, err := ParseListen("unix:/run/moat.sock"); err != nil || got.Network != "unix" {
+		t.Fatalf("ParseListen(unix:...) = %+v, %v", got, err)
+	}
+}
