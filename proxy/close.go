@@ -27,19 +27,25 @@ func (c *conn) fail(reason string, err error, resetPlain bool) {
 }
 
 // abort ends a connection for a reason of moat's own (idle or shutdown
-// timeout): close_notify is sent if it can be, and both sockets close.
+// timeout). A quiet connection gets close_notify and clean closes; one with
+// data still in moat's hands is reset on both sides, so that neither peer
+// mistakes the cut for a complete stream.
 func (c *conn) abort(err error) {
 	if c.phase == phaseClosed {
+		return
+	}
+	reason := "idle timeout"
+	if errors.Is(err, errClosedByShutdown) {
+		reason = "shutdown"
+	}
+	if c.toPlain.Len() > 0 || c.toTLS.Len() > 0 || c.eng.Buffered() > 0 {
+		c.closeWith(reason, err, true, true)
 		return
 	}
 	if c.phase == phaseRelay && !c.closeSent {
 		c.closeSent = true
 		c.eng.CloseWrite()
 		c.flushTLS()
-	}
-	reason := "idle timeout"
-	if errors.Is(err, errClosedByShutdown) {
-		reason = "shutdown"
 	}
 	c.closeWith(reason, err, false, false)
 }
@@ -70,7 +76,7 @@ func (c *conn) closeSide(s *side, reset bool) {
 		unix.SetsockoptLinger(s.fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	}
 	c.l.remove(s.fd)
-	unix.Close(s.fd)
+	c.l.closeLater(s.fd)
 	s.fd = -1
 }
 

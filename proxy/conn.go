@@ -56,15 +56,16 @@ type conn struct {
 	lastActive time.Time
 	closeSent  bool // close_notify queued
 
-	start     time.Time
-	client    string
-	tlsToPln  int64   // plaintext bytes decrypted and relayed
-	plnToTLS  int64   // plaintext bytes relayed and encrypted
-	tlsInfo   Summary // TLS fields filled in at handshake end
-	handshook time.Time
-	shaking   bool // counted in Server.shaking
-	queued    bool // in the loop's run-again list
-	peerAddr  unix.Sockaddr
+	start      time.Time
+	client     string
+	tlsToPln   int64   // plaintext bytes decrypted and relayed
+	plnToTLS   int64   // plaintext bytes relayed and encrypted
+	tlsInfo    Summary // TLS fields filled in at handshake end
+	handshook  time.Time
+	shaking    bool // counted in Server.shaking
+	headerLeft int  // bytes of the upstream header not yet written
+	queued     bool // in the loop's run-again list
+	peerAddr   unix.Sockaddr
 }
 
 // newConn starts the life of an accepted socket.
@@ -73,9 +74,7 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	c := &conn{
 		l: l, mode: l.srv.cfg.Mode, heapIndex: -1, start: now, lastActive: now,
 		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa), peerAddr: sa,
-		shaking: true,
 	}
-	l.srv.shaking.Add(1)
 	accepted := &c.tls
 	if c.mode == ModeClient {
 		accepted = &c.pln
@@ -86,6 +85,8 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 		l.srv.active.Add(-1)
 		return
 	}
+	c.shaking = true
+	l.srv.shaking.Add(1)
 	l.srv.cfg.Observer.Accepted()
 	cfg := l.srv.cfg
 	opts := tlsstate.Options{HighWater: cfg.HighWater}
@@ -96,7 +97,7 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	} else {
 		c.eng = tlsstate.Client(cfg.TLS, opts)
 		c.phase = phaseDial
-		l.timer.schedule(c, now.Add(cfg.HandshakeTimeout))
+		l.timer.schedule(c, now.Add(c.dialTimeout()))
 		c.startDial()
 	}
 	c.run()
@@ -166,11 +167,11 @@ func (c *conn) handshake() bool {
 		return true
 	case errors.Is(err, tlsstate.ErrWantRead):
 		if c.tls.readEOF {
-			c.fail("handshake", errors.New("peer closed the connection during the handshake"), false)
+			c.fail("handshake", errors.New("peer closed the connection during the handshake"), c.mode == ModeClient)
 		}
 		return moved
 	default:
-		c.fail("handshake", err, false)
+		c.fail("handshake", err, c.mode == ModeClient)
 		return false
 	}
 }
@@ -192,7 +193,7 @@ func (c *conn) handshakeDone() {
 	c.l.srv.cfg.Observer.Handshake(&cs, now.Sub(c.start), nil)
 	if c.mode == ModeServer {
 		c.phase = phaseDial
-		c.l.timer.schedule(c, now.Add(c.l.srv.cfg.ConnectTimeout))
+		c.l.timer.schedule(c, now.Add(c.dialTimeout()))
 		c.startDial()
 		return
 	}
@@ -244,9 +245,21 @@ func (c *conn) dialProgress() bool {
 	return true
 }
 
+// dialFailed resets the accepted socket, so its peer sees an error rather
+// than an empty but orderly stream.
 func (c *conn) dialFailed(err error) {
 	c.l.srv.cfg.Observer.DialFailed(err)
-	c.closeWith("dial", err, c.mode == ModeServer, false)
+	c.closeWith("dial", err, c.mode == ModeServer, c.mode == ModeClient)
+}
+
+// dialTimeout bounds the connect: --connect-timeout, and in client mode
+// never past the handshake timeout, which runs from accept.
+func (c *conn) dialTimeout() time.Duration {
+	d := c.l.srv.cfg.ConnectTimeout
+	if c.mode == ModeClient {
+		d = min(d, c.l.srv.cfg.HandshakeTimeout)
+	}
+	return d
 }
 
 func (c *conn) dialDone() {
@@ -274,13 +287,9 @@ func (c *conn) startRelay(now time.Time) {
 func (c *conn) onDeadline(now time.Time) {
 	switch c.phase {
 	case phaseHandshake:
-		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), false)
+		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), c.mode == ModeClient)
 	case phaseDial:
-		err := fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.l.srv.cfg.ConnectTimeout)
-		if c.mode == ModeClient {
-			err = fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.l.srv.cfg.HandshakeTimeout)
-		}
-		c.dialFailed(err)
+		c.dialFailed(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
 	case phaseRelay:
 		idle := c.l.srv.cfg.IdleTimeout
 		if idle <= 0 {
@@ -315,6 +324,7 @@ func (c *conn) sendUpstreamHeader() {
 		local = sockaddrAddrPort(sa)
 	}
 	if hdr := build(sockaddrAddrPort(c.peerAddr), local, &cs); len(hdr) > 0 {
+		c.headerLeft = len(hdr)
 		c.writePlain(hdr)
 	}
 }

@@ -76,6 +76,12 @@ func startServer(t testing.TB, target string, edit func(*Config)) (*Server, *tls
 	if err != nil {
 		t.Fatal(err)
 	}
+	startServing(t, srv)
+	return srv, &tls.Config{RootCAs: pool, ServerName: "localhost"}
+}
+
+// startServing runs srv until the test ends.
+func startServing(t testing.TB, srv *Server) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx); close(done) }()
@@ -83,7 +89,6 @@ func startServer(t testing.TB, target string, edit func(*Config)) (*Server, *tls
 		cancel()
 		<-done
 	})
-	return srv, &tls.Config{RootCAs: pool, ServerName: "localhost"}
 }
 
 // upstreamServer accepts plaintext connections and hands each to handle.

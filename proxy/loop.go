@@ -18,6 +18,10 @@ type loop struct {
 	conns map[int]*conn
 	timer timerHeap
 	ready []*conn // connections that spent their budget with work left
+	// closing holds sockets closed during this batch of events. They are
+	// closed after it, so that a later event of the batch for the same fd
+	// number cannot reach a new socket that reused it.
+	closing []int
 
 	scratch []byte    // one plaintext batch, shared by the loop's connections
 	now     time.Time // when epoll_wait last returned; activity stamps use it
@@ -98,6 +102,7 @@ func (l *loop) run() {
 		if err != nil && err != unix.EINTR {
 			l.srv.cfg.Log.Error().Err(err).Msg("epoll_wait failed; event loop stops")
 			l.closeAllAndStop()
+			l.closeDeferred()
 			return
 		}
 		for i := 0; i < n; i++ {
@@ -106,6 +111,7 @@ func (l *loop) run() {
 		l.runAgain()
 		now := l.now
 		l.fireTimers(now)
+		l.closeDeferred()
 		if !l.acceptPaused.IsZero() && !now.Before(l.acceptPaused) {
 			l.resumeAccepting()
 		}
@@ -125,6 +131,16 @@ func (l *loop) dispatch(fd int, events uint32) {
 			c.onEvent(fd, events)
 		}
 	}
+}
+
+// closeLater closes fd once the current batch of events is handled.
+func (l *loop) closeLater(fd int) { l.closing = append(l.closing, fd) }
+
+func (l *loop) closeDeferred() {
+	for _, fd := range l.closing {
+		unix.Close(fd)
+	}
+	l.closing = l.closing[:0]
 }
 
 // again queues c to run once more after the current events.

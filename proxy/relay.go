@@ -40,6 +40,7 @@ func (c *conn) flushTLS() bool {
 		n, err := unix.Write(c.tls.fd, c.eng.Output())
 		if n > 0 {
 			c.eng.Consume(n)
+			c.lastActive = c.l.now
 			moved = true
 		}
 		switch {
@@ -94,6 +95,11 @@ func (c *conn) engineToPlain() bool {
 	if c.phase == phaseClosed || room == 0 || c.pln.shutWR {
 		return false
 	}
+	if c.eng.Pending() >= 2*c.l.srv.cfg.HighWater {
+		// Reads can produce output too (KeyUpdate answers): a peer that
+		// sends and never reads must not grow it without bound.
+		return false
+	}
 	buf := c.l.scratch[:min(room, len(c.l.scratch))]
 	n := 0
 	var err error
@@ -104,8 +110,6 @@ func (c *conn) engineToPlain() bool {
 	}
 	moved := n > 0
 	if n > 0 {
-		c.tlsToPln += int64(n)
-		c.countRelayed(n, 0)
 		c.writePlain(buf[:n])
 	}
 	switch {
@@ -128,6 +132,7 @@ func (c *conn) writePlain(b []byte) {
 		if n < 0 {
 			n = 0
 		}
+		c.deliveredPlain(n)
 		switch {
 		case err == unix.EAGAIN:
 			c.pln.writable = false
@@ -147,6 +152,7 @@ func (c *conn) flushPlain() bool {
 		n, err := unix.Write(c.pln.fd, c.toPlain.Backlog())
 		if n > 0 {
 			c.toPlain.Consume(n)
+			c.deliveredPlain(n)
 			c.lastActive = c.l.now
 			moved = true
 		}
@@ -178,8 +184,6 @@ func (c *conn) plainToEngine() bool {
 	n, err := unix.Read(c.pln.fd, buf)
 	switch {
 	case n > 0:
-		c.plnToTLS += int64(n)
-		c.countRelayed(0, n)
 		c.lastActive = c.l.now
 		if n < len(buf) && !c.pln.hup {
 			c.pln.readable = false
@@ -204,6 +208,7 @@ func (c *conn) plainToEngine() bool {
 func (c *conn) writeEngine(b []byte) {
 	for len(b) > 0 {
 		n, err := c.eng.Write(b)
+		c.deliveredTLS(n)
 		b = b[n:]
 		if err == nil {
 			continue
@@ -224,6 +229,7 @@ func (c *conn) drainToTLS() bool {
 		n, err := c.eng.Write(c.toTLS.Backlog())
 		if n > 0 {
 			c.toTLS.Consume(n)
+			c.deliveredTLS(n)
 			moved = true
 		}
 		if err != nil {
@@ -264,6 +270,27 @@ func (c *conn) halfClose() bool {
 		return false
 	}
 	return moved
+}
+
+// deliveredPlain counts plaintext the plaintext socket accepted, less
+// the upstream header that went first.
+func (c *conn) deliveredPlain(n int) {
+	if skip := min(n, c.headerLeft); skip > 0 {
+		c.headerLeft -= skip
+		n -= skip
+	}
+	if n > 0 {
+		c.tlsToPln += int64(n)
+		c.countRelayed(n, 0)
+	}
+}
+
+// deliveredTLS counts plaintext the engine took to encrypt.
+func (c *conn) deliveredTLS(n int) {
+	if n > 0 {
+		c.plnToTLS += int64(n)
+		c.countRelayed(0, n)
+	}
 }
 
 // countRelayed reports bytes from the TLS side and to it, seen from the
