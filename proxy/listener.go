@@ -38,6 +38,13 @@ func listen(t upstream.Target, mode uint32) (*listener, error) {
 			os.Remove(t.Address)
 		}
 	}
+	if t.Network == "unix" && mode != 0 {
+		// Create the socket file with the requested mode from the start: a
+		// chmod after listen(2) would leave a moment when clients that the
+		// mode excludes could connect.
+		old := unix.Umask(0o777 &^ int(mode))
+		defer unix.Umask(old)
+	}
 	nl, err := net.Listen(t.Network, t.Address)
 	if err != nil {
 		return nil, err
@@ -49,6 +56,7 @@ func listen(t upstream.Target, mode uint32) (*listener, error) {
 		ln.unixPath = t.Address
 		if mode != 0 {
 			if err := os.Chmod(t.Address, os.FileMode(mode)); err != nil {
+				os.Remove(t.Address)
 				return nil, fmt.Errorf("listen unix:%s: %w", t.Address, err)
 			}
 		}
