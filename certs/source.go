@@ -19,8 +19,9 @@ import (
 // tls.Config callbacks read one atomic pointer and never block on a reload.
 type Source struct {
 	certFile, keyFile, caFile string
-	caOptional                bool // ca.crt of a Secret may be absent
-	static                    bool // NewStaticSource: nothing to reload
+	caOptional                bool             // ca.crt of a Secret may be absent
+	static                    bool             // NewStaticSource: nothing to reload
+	fixed                     *tls.Certificate // served as is; only the CA bundle reloads
 
 	current atomic.Pointer[material]
 
@@ -52,14 +53,19 @@ func NewFileSource(certFile, keyFile, caFile string) (*Source, error) {
 
 // NewDirSource loads a Kubernetes TLS Secret mount: dir/tls.crt, dir/tls.key
 // and, when present, dir/ca.crt. ca.crt may appear or vanish on a later
-// reload.
-func NewDirSource(dir string) (*Source, error) {
-	return load(&Source{
+// reload. A caFile other than "" replaces ca.crt (a client CA kept in a
+// Secret of its own); it must exist.
+func NewDirSource(dir, caFile string) (*Source, error) {
+	s := &Source{
 		certFile:   filepath.Join(dir, "tls.crt"),
 		keyFile:    filepath.Join(dir, "tls.key"),
 		caFile:     filepath.Join(dir, "ca.crt"),
 		caOptional: true,
-	})
+	}
+	if caFile != "" {
+		s.caFile, s.caOptional = caFile, false
+	}
+	return load(s)
 }
 
 func load(s *Source) (*Source, error) {
@@ -75,6 +81,16 @@ func NewStaticSource(cert *tls.Certificate) *Source {
 	s := &Source{static: true}
 	s.current.Store(&material{cert: withLeaf(cert)})
 	return s
+}
+
+// NewStaticSourceWithCA serves a certificate that never changes, such as one
+// from SelfSigned, with a CA bundle read from caFile and reloaded like any
+// other.
+func NewStaticSourceWithCA(cert *tls.Certificate, caFile string) (*Source, error) {
+	if caFile == "" {
+		return nil, errors.New("no CA bundle given")
+	}
+	return load(&Source{fixed: withLeaf(cert), caFile: caFile})
 }
 
 func withLeaf(cert *tls.Certificate) *tls.Certificate {
@@ -193,7 +209,7 @@ func (s *Source) readAll() (fileSet, [sha256.Size]byte, error) {
 func errSum(err error) [sha256.Size]byte { return sha256.Sum256([]byte(err.Error())) }
 
 func (s *Source) parse(f fileSet, sum [sha256.Size]byte) (*material, error) {
-	m := &material{sum: sum}
+	m := &material{cert: s.fixed, sum: sum}
 	var err error
 	if s.certFile != "" {
 		if m.cert, err = parseKeyPair(s.certFile, f.cert, s.keyFile, f.key); err != nil {

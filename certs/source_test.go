@@ -100,7 +100,7 @@ func TestWatchNoticesSecretVolumeSwap(t *testing.T) {
 	ca := newTestCA(t, "test CA")
 	first, second := ca.issue(t, serverTemplate()), ca.issue(t, serverTemplate())
 	vol := newSecretVolume(t, first)
-	src, err := NewDirSource(vol.dir)
+	src, err := NewDirSource(vol.dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestWatchKeepsOldCertificateWhenReplacementIsCorrupt(t *testing.T) {
 	ca := newTestCA(t, "test CA")
 	good := ca.issue(t, serverTemplate())
 	vol := newSecretVolume(t, good)
-	src, err := NewDirSource(vol.dir)
+	src, err := NewDirSource(vol.dir, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestReloadSwapsOnlyOnSuccess(t *testing.T) {
 
 func TestNewSourcesRefuseBadInput(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := NewDirSource(dir); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "tls.crt")) {
+	if _, err := NewDirSource(dir, ""); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "tls.crt")) {
 		t.Fatalf("empty Secret dir: %v", err)
 	}
 	if _, err := NewFileSource("a.crt", "", ""); err == nil {
@@ -324,5 +324,73 @@ func TestWatchFallsBackToPollingWhenItsDirectoryIsReplaced(t *testing.T) {
 		case <-deadline:
 			t.Fatal("polling did not pick up the new directory")
 		}
+	}
+}
+
+// A client CA kept in a Secret of its own: --cert-dir plus --cacert. The
+// separate bundle replaces the Secret's ca.crt, must exist, and reloads.
+func TestDirSourceWithSeparateCA(t *testing.T) {
+	serverCA, clientCA, otherCA := newTestCA(t, "server CA"), newTestCA(t, "client CA"), newTestCA(t, "other CA")
+	vol := newSecretVolume(t, serverCA.issue(t, serverTemplate()))
+	writeTestFile(t, filepath.Join(vol.dir, "ca.crt"), certPEM(serverCA.cert))
+	caFile := filepath.Join(t.TempDir(), "bundle.pem")
+	if _, err := NewDirSource(vol.dir, caFile); err == nil || !strings.Contains(err.Error(), caFile) {
+		t.Fatalf("missing separate CA bundle: err = %v, want one naming %s", err, caFile)
+	}
+	writeTestFile(t, caFile, certPEM(clientCA.cert))
+	src, err := NewDirSource(vol.dir, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := src.CACertificates(); len(got) != 1 || !got[0].Equal(clientCA.cert) {
+		t.Fatalf("CA bundle in service = %v, want only the client CA (not ca.crt)", got)
+	}
+	reports := watch(t, src)
+	writeTestFile(t, caFile+".new", certPEM(otherCA.cert))
+	if err := os.Rename(caFile+".new", caFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := nextReport(t, reports); err != nil {
+		t.Fatalf("reload failed: %v", err)
+	}
+	if got := src.CACertificates(); len(got) != 1 || !got[0].Equal(otherCA.cert) {
+		t.Fatal("the separate CA bundle was not reloaded")
+	}
+	if src.Certificate() == nil {
+		t.Fatal("the Secret's certificate went out of service")
+	}
+}
+
+// --self-signed with --cacert: the certificate is fixed, the client CA
+// bundle reloads, and a broken bundle is refused at start.
+func TestStaticSourceWithCA(t *testing.T) {
+	cert, err := SelfSigned(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := newTestCA(t, "client CA")
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writeTestFile(t, caFile, []byte("not PEM"))
+	if _, err := NewStaticSourceWithCA(cert, caFile); err == nil || !strings.Contains(err.Error(), caFile) {
+		t.Fatalf("unparsable CA bundle: err = %v, want one naming %s", err, caFile)
+	}
+	writeTestFile(t, caFile, certPEM(ca.cert))
+	src, err := NewStaticSourceWithCA(cert, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.CAPool() == nil || src.Certificate() == nil || src.Serial().Cmp(cert.Leaf.SerialNumber) != 0 {
+		t.Fatal("static source with CA lacks its certificate or its bundle")
+	}
+	other := newTestCA(t, "other CA")
+	writeTestFile(t, caFile, certPEM(other.cert))
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got := src.CACertificates(); len(got) != 1 || !got[0].Equal(other.cert) {
+		t.Fatal("CA bundle not reloaded")
+	}
+	if src.Serial().Cmp(cert.Leaf.SerialNumber) != 0 {
+		t.Fatal("reloading the CA bundle changed the served certificate")
 	}
 }

@@ -34,6 +34,7 @@ type commonOptions struct {
 	maxHandshakes    int
 	handshakeRate    int
 	alpn             []string
+	dryRun           bool
 	status           statusOptions
 }
 
@@ -49,6 +50,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.IntVar(&o.maxHandshakes, "max-concurrent-handshakes", 4096, "most TLS handshakes in flight at once; more connections are refused (0 = no cap)")
 	f.IntVar(&o.handshakeRate, "max-handshake-rate", 0, "most new TLS handshakes per second; more connections are refused (0 = no limit)")
 	f.StringSliceVar(&o.alpn, "alpn", nil, "ALPN protocols to offer, in order of preference, e.g. h2,http/1.1")
+	f.BoolVar(&o.dryRun, "dry-run", false, "check the flags, load the certificates and resolve --target, then exit without listening (0 = the same command would start)")
 	o.status.register(f)
 }
 
@@ -111,6 +113,13 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	}
 	if err := cfg.Target.Resolve(ctx); err != nil {
 		return flagError("target", "%v", err)
+	}
+	if o.dryRun {
+		if err := o.status.check(); err != nil {
+			return err
+		}
+		log.Info().Str("listen", cfg.Listen.String()).Str("target", cfg.Target.String()).Msg("configuration is valid (--dry-run: not listening)")
+		return nil
 	}
 	if obs := o.status.observer(); obs != nil {
 		cfg.Observer = obs

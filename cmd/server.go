@@ -50,7 +50,7 @@ it off explicitly.`,
 	f.BoolVar(&o.selfSigned, "self-signed", false, "serve a certificate generated in memory at start-up (its SHA-256 fingerprint is logged)")
 	f.StringSliceVar(&o.selfHosts, "self-signed-hosts", []string{"localhost", "127.0.0.1", "::1"}, "names and addresses of the --self-signed certificate")
 	f.BoolVar(&o.disableAuth, "disable-authentication", false, "accept clients without a certificate (client authentication is required otherwise)")
-	f.StringVar(&o.caFile, "cacert", "", "PEM bundle of the CAs client certificates must chain to (with --cert-dir, ca.crt is used when this is not given); reloaded on change")
+	f.StringVar(&o.caFile, "cacert", "", "PEM bundle of the CAs client certificates must chain to (with --cert-dir it replaces the Secret's ca.crt); reloaded on change")
 	f.StringArrayVar(&o.policy.CNs, "allow-cn", nil, "allow clients whose certificate subject CN is NAME (repeatable; taken whole, commas included)")
 	f.StringArrayVar(&o.policy.OUs, "allow-ou", nil, "allow clients whose certificate has the subject OU NAME (repeatable)")
 	f.StringArrayVar(&o.policy.DNSNames, "allow-dns", nil, "allow clients whose certificate has the DNS SAN NAME (repeatable)")
@@ -126,18 +126,20 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	case given > 1:
 		return nil, flagError("cert", "give only one of --cert/--key, --cert-dir and --self-signed")
 	case o.selfSigned:
-		if o.caFile != "" {
-			return nil, flagError("self-signed", "cannot be combined with --cacert; use --cert/--key (see moat certs generate)")
-		}
 		cert, err := certs.SelfSigned(o.selfHosts)
 		if err != nil {
 			return nil, flagError("self-signed", "%v", err)
 		}
-		return certs.NewStaticSource(cert), nil
-	case o.certDir != "" && o.caFile != "":
-		return nil, flagError("cert-dir", "cannot be combined with --cacert; the CA bundle is the Secret's ca.crt")
+		if o.caFile == "" {
+			return certs.NewStaticSource(cert), nil
+		}
+		src, err := certs.NewStaticSourceWithCA(cert, o.caFile)
+		if err != nil {
+			return nil, flagError("cacert", "%v", err)
+		}
+		return src, nil
 	case o.certDir != "":
-		src, err := certs.NewDirSource(o.certDir)
+		src, err := certs.NewDirSource(o.certDir, o.caFile)
 		if err != nil {
 			return nil, flagError("cert-dir", "%v", err)
 		}

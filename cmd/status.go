@@ -80,12 +80,11 @@ func (s *statusOptions) observer() proxy.Observer {
 // while the server drains. It also records the expiry of the certificate in service.
 // Without --status it does nothing.
 func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upstream.Target, src *certs.Source) (stop func(context.Context), err error) {
-	nothing := func(context.Context) {}
+	if err := s.check(); err != nil {
+		return nil, err
+	}
 	if s.addr == "" {
-		if s.pprof {
-			return nil, flagError("enable-pprof", "needs --status: pprof is served on the status port only")
-		}
-		return nothing, nil
+		return func(context.Context) {}, nil
 	}
 	s.observer()
 	if src != nil {
@@ -116,6 +115,20 @@ func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upst
 		defer cancel()
 		st.Close(ctx)
 	}, nil
+}
+
+// check validates the status flags without binding, for --dry-run.
+func (s *statusOptions) check() error {
+	switch {
+	case s.addr == "" && s.pprof:
+		return flagError("enable-pprof", "needs --status: pprof is served on the status port only")
+	case s.addr == "":
+		return nil
+	}
+	if err := status.CheckAddr(s.addr); err != nil {
+		return flagError("status", "%v", err)
+	}
+	return nil
 }
 
 // onReload counts a certificate reload and tracks the new expiry, then

@@ -63,7 +63,7 @@ var ErrBadAddress = errors.New("want host:port")
 // New checks the address and binds it, so that a typo or a port in use is
 // reported at start-up rather than when the first probe fails.
 func New(cfg Config) (*Server, error) {
-	if err := checkAddr(cfg.Addr); err != nil {
+	if err := CheckAddr(cfg.Addr); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -79,7 +79,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func checkAddr(addr string) error {
+// CheckAddr reports, wrapping ErrBadAddress, an address New would refuse
+// before binding.
+func CheckAddr(addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q: %w", addr, ErrBadAddress)

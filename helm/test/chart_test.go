@@ -26,11 +26,24 @@ func valueSets() []valueSet {
 		{name: "plain-container", release: "rel", kubeVersion: "1.27.0", args: []string{"-f", f("plain-container.yaml")}},
 		{name: "cert-manager", release: "edge", namespace: "ingress", args: []string{"-f", f("cert-manager.yaml")}},
 		{name: "self-signed", release: "rel", args: []string{"-f", f("self-signed.yaml")}},
+		{name: "self-signed-mtls", release: "rel", args: []string{"-f", f("self-signed-mtls.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
 		{name: "library-plain", chart: parentChart, release: "shop", kubeVersion: "1.28.0",
 			args: []string{"--set", "moat.nativeSidecar=false", "--set", "moat.mtls.enabled=false"}},
 	}
+}
+
+// valueSetNamed is the value set of that name.
+func valueSetNamed(t *testing.T, name string) valueSet {
+	t.Helper()
+	for _, v := range valueSets() {
+		if v.name == name {
+			return v
+		}
+	}
+	t.Fatalf("no value set %q", name)
+	return valueSet{}
 }
 
 // want is what the moat container of a value set must look like.
@@ -72,6 +85,11 @@ func wants() map[string]want {
 			native: true, listenPort: 8443, statusPort: 9090, grace: 45,
 			args:    []string{"--self-signed", "--disable-authentication"},
 			notArgs: []string{"--cert-dir=/etc/moat/tls"},
+		},
+		"self-signed-mtls": {
+			native: true, listenPort: 8443, statusPort: 9090, grace: 40,
+			args:    []string{"--self-signed", "--cacert=/etc/moat/client-ca/ca.crt", "--allow-uri=spiffe://cluster.local/ns/shop/sa/checkout"},
+			notArgs: []string{"--cert-dir", "--disable-authentication"},
 		},
 		"all-flags": {
 			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 73,
@@ -378,7 +396,7 @@ func TestImageTagIsAppVersion(t *testing.T) {
 }
 
 func TestStandaloneResources(t *testing.T) {
-	r := render(t, valueSets()[0])
+	r := render(t, valueSetNamed(t, "defaults"))
 	d := r.deployments()[0]
 	if d.Name != "rel-moat" {
 		t.Errorf("Deployment %s, want rel-moat", d.Name)
@@ -423,7 +441,7 @@ func TestStandaloneResources(t *testing.T) {
 }
 
 func TestMTLSTestPodUsesClientCertificate(t *testing.T) {
-	r := render(t, valueSets()[1])
+	r := render(t, valueSetNamed(t, "mtls"))
 	p := r.pods()[0]
 	script := strings.Join(p.Spec.Containers[0].Args, "\n")
 	if !strings.Contains(script, "--cert /etc/moat-test/client/tls.crt --key /etc/moat-test/client/tls.key") {
@@ -449,7 +467,7 @@ func TestMTLSTestPodUsesClientCertificate(t *testing.T) {
 	}
 
 	// Without a client certificate for the test, the test checks refusal.
-	v := valueSets()[1]
+	v := valueSetNamed(t, "mtls")
 	v.args = append(v.args, "--set", "test.clientSecretName=")
 	script = strings.Join(render(t, v).pods()[0].Spec.Containers[0].Args, "\n")
 	if !strings.Contains(script, "moat accepted a client without a certificate") {
@@ -458,7 +476,7 @@ func TestMTLSTestPodUsesClientCertificate(t *testing.T) {
 }
 
 func TestCertManagerAndServiceMonitor(t *testing.T) {
-	r := render(t, valueSets()[3])
+	r := render(t, valueSetNamed(t, "cert-manager"))
 	certs := r.all("Certificate")
 	if len(certs) != 1 {
 		t.Fatalf("want 1 Certificate, got %d", len(certs))
@@ -509,7 +527,7 @@ func TestCertManagerAndServiceMonitor(t *testing.T) {
 }
 
 func TestLibraryUseRendersOnlyTheParentsResources(t *testing.T) {
-	r := render(t, valueSets()[6])
+	r := render(t, valueSetNamed(t, "library"))
 	var names []string
 	for _, o := range r.objs {
 		names = append(names, o.kind+"/"+o.name)

@@ -61,11 +61,19 @@ func runMoat(bin string, args ...string) (string, error) {
 
 // TestRenderedFlagsParsedByMoat keeps the chart and the CLI from drifting:
 // every flag the chart renders for every value set must be listed by
-// `moat server --help` with a matching kind (boolean or valued), and moat
-// must parse the whole rendered command line (`moat server <args> --help`
-// parses every flag and its value, then prints help instead of running).
+// `moat server --help` with a matching kind (boolean or valued), moat must
+// parse the whole rendered command line (`moat server <args> --help` parses
+// every flag and its value, then prints help instead of running), and moat
+// must accept it as a configuration it would start with: `--dry-run` runs
+// every check of a real start (flag combinations, certificate loading,
+// addresses) except binding, over certificates laid out where the rendered
+// paths point (under a temporary root).
 func TestRenderedFlagsParsedByMoat(t *testing.T) {
 	bin := moatBinary(t)
+	pki := t.TempDir()
+	if out, err := runMoat(bin, "certs", "generate", "--dir", pki); err != nil {
+		t.Fatalf("moat certs generate: %v\n%s", err, out)
+	}
 	help, err := runMoat(bin, "server", "--help")
 	if err != nil {
 		t.Fatalf("moat server --help: %v\n%s", err, help)
@@ -114,6 +122,11 @@ func TestRenderedFlagsParsedByMoat(t *testing.T) {
 				}
 				if out, err := runMoat(bin, append(args, "--help")...); err != nil {
 					t.Errorf("moat does not parse the rendered command line:\n  moat %s\n%v: %s", strings.Join(args, " "), err, firstLine(out))
+					continue
+				}
+				dry := withFilesUnder(t, t.TempDir(), pki, args)
+				if out, err := runMoat(bin, append(dry, "--dry-run")...); err != nil {
+					t.Errorf("moat refuses the rendered command line:\n  moat %s\n%v: %s", strings.Join(args, " "), err, firstLine(out))
 				}
 			}
 		})
@@ -130,6 +143,49 @@ func TestRenderedFlagsParsedByMoat(t *testing.T) {
 		}
 		t.Errorf("the chart renders flags that moat server does not have:%s", b.String())
 	}
+}
+
+// withFilesUnder returns args with every absolute path moved under root, and
+// lays out there the files the flags name, copied from a `moat certs
+// generate` directory: a Secret mount (tls.crt, tls.key, ca.crt) for
+// --cert-dir, the CA for --cacert, the server pair for --cert and --key.
+func withFilesUnder(t *testing.T, root, pki string, args []string) []string {
+	t.Helper()
+	place := func(path, from string) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(pki, from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = a
+		name, value, ok := strings.Cut(a, "=")
+		if !ok || !filepath.IsAbs(value) {
+			continue
+		}
+		moved := filepath.Join(root, value)
+		out[i] = name + "=" + moved
+		switch name {
+		case "--cert-dir":
+			place(filepath.Join(moved, "tls.crt"), "server.crt")
+			place(filepath.Join(moved, "tls.key"), "server.key")
+			place(filepath.Join(moved, "ca.crt"), "ca.crt")
+		case "--cacert":
+			place(moved, "ca.crt")
+		case "--cert":
+			place(moved, "server.crt")
+		case "--key":
+			place(moved, "server.key")
+		}
+	}
+	return out
 }
 
 func firstLine(s string) string {
