@@ -4,7 +4,7 @@
 // A server with a Kubernetes TLS Secret mounted at /tls, reloaded in place and
 // requiring client certificates whose SPIFFE ID is allowed:
 //
-//	src, err := certs.NewDirSource("/tls", "") // tls.crt, tls.key, optional ca.crt
+//	src, err := certs.NewDirSource("/tls", certs.DirOptions{}) // tls.crt, tls.key, optional ca.crt
 //	if err != nil {
 //		return err
 //	}

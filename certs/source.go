@@ -51,19 +51,30 @@ func NewFileSource(certFile, keyFile, caFile string) (*Source, error) {
 	return load(&Source{certFile: certFile, keyFile: keyFile, caFile: caFile})
 }
 
+// DirOptions adjust what NewDirSource reads besides tls.crt and tls.key.
+type DirOptions struct {
+	// CAFile, when not "", replaces the Secret's ca.crt: a client CA kept in
+	// a Secret of its own. It must exist.
+	CAFile string
+	// RequireCA makes ca.crt required, at start and on every reload: a
+	// server that verifies clients must not lose its CA bundle to a Secret
+	// update that dropped the key (every client would be refused). The
+	// reload fails instead, and the previous material stays in service.
+	RequireCA bool
+}
+
 // NewDirSource loads a Kubernetes TLS Secret mount: dir/tls.crt, dir/tls.key
-// and, when present, dir/ca.crt. ca.crt may appear or vanish on a later
-// reload. A caFile other than "" replaces ca.crt (a client CA kept in a
-// Secret of its own); it must exist.
-func NewDirSource(dir, caFile string) (*Source, error) {
+// and, when present, dir/ca.crt. Unless o requires it, ca.crt may appear or
+// vanish on a later reload.
+func NewDirSource(dir string, o DirOptions) (*Source, error) {
 	s := &Source{
 		certFile:   filepath.Join(dir, "tls.crt"),
 		keyFile:    filepath.Join(dir, "tls.key"),
 		caFile:     filepath.Join(dir, "ca.crt"),
-		caOptional: true,
+		caOptional: !o.RequireCA,
 	}
-	if caFile != "" {
-		s.caFile, s.caOptional = caFile, false
+	if o.CAFile != "" {
+		s.caFile, s.caOptional = o.CAFile, false
 	}
 	return load(s)
 }

@@ -19,13 +19,14 @@ import (
 type secretVolume struct {
 	dir string
 	gen int
+	ca  []byte // written as ca.crt by the next update unless nil
 }
 
 func newSecretVolume(t *testing.T, cert *tls.Certificate) *secretVolume {
 	t.Helper()
 	v := &secretVolume{dir: t.TempDir()}
 	v.update(t, certPEM(cert.Leaf), keyPEM(t, cert.PrivateKey))
-	for _, name := range []string{"tls.crt", "tls.key"} {
+	for _, name := range []string{"tls.crt", "tls.key", "ca.crt"} { // ca.crt dangles until written
 		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
 			t.Fatal(err)
 		}
@@ -46,6 +47,9 @@ func (v *secretVolume) update(t *testing.T, crt, key []byte) {
 	}
 	writeTestFile(t, filepath.Join(v.dir, ts, "tls.crt"), crt)
 	writeTestFile(t, filepath.Join(v.dir, ts, "tls.key"), key)
+	if v.ca != nil {
+		writeTestFile(t, filepath.Join(v.dir, ts, "ca.crt"), v.ca)
+	}
 	tmp := filepath.Join(v.dir, "..data_tmp")
 	if err := os.Symlink(ts, tmp); err != nil {
 		t.Fatal(err)
@@ -100,7 +104,7 @@ func TestWatchNoticesSecretVolumeSwap(t *testing.T) {
 	ca := newTestCA(t, "test CA")
 	first, second := ca.issue(t, serverTemplate()), ca.issue(t, serverTemplate())
 	vol := newSecretVolume(t, first)
-	src, err := NewDirSource(vol.dir, "")
+	src, err := NewDirSource(vol.dir, DirOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +135,7 @@ func TestWatchKeepsOldCertificateWhenReplacementIsCorrupt(t *testing.T) {
 	ca := newTestCA(t, "test CA")
 	good := ca.issue(t, serverTemplate())
 	vol := newSecretVolume(t, good)
-	src, err := NewDirSource(vol.dir, "")
+	src, err := NewDirSource(vol.dir, DirOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +231,7 @@ func TestReloadSwapsOnlyOnSuccess(t *testing.T) {
 
 func TestNewSourcesRefuseBadInput(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := NewDirSource(dir, ""); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "tls.crt")) {
+	if _, err := NewDirSource(dir, DirOptions{}); err == nil || !strings.Contains(err.Error(), filepath.Join(dir, "tls.crt")) {
 		t.Fatalf("empty Secret dir: %v", err)
 	}
 	if _, err := NewFileSource("a.crt", "", ""); err == nil {
@@ -334,11 +338,11 @@ func TestDirSourceWithSeparateCA(t *testing.T) {
 	vol := newSecretVolume(t, serverCA.issue(t, serverTemplate()))
 	writeTestFile(t, filepath.Join(vol.dir, "ca.crt"), certPEM(serverCA.cert))
 	caFile := filepath.Join(t.TempDir(), "bundle.pem")
-	if _, err := NewDirSource(vol.dir, caFile); err == nil || !strings.Contains(err.Error(), caFile) {
+	if _, err := NewDirSource(vol.dir, DirOptions{CAFile: caFile}); err == nil || !strings.Contains(err.Error(), caFile) {
 		t.Fatalf("missing separate CA bundle: err = %v, want one naming %s", err, caFile)
 	}
 	writeTestFile(t, caFile, certPEM(clientCA.cert))
-	src, err := NewDirSource(vol.dir, caFile)
+	src, err := NewDirSource(vol.dir, DirOptions{CAFile: caFile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,5 +396,38 @@ func TestStaticSourceWithCA(t *testing.T) {
 	}
 	if src.Serial().Cmp(cert.Leaf.SerialNumber) != 0 {
 		t.Fatal("reloading the CA bundle changed the served certificate")
+	}
+}
+
+// With client authentication on, a Secret update that drops ca.crt would
+// refuse every client: RequireCA makes that reload fail, and the previous
+// CA bundle stays in service.
+func TestDirSourceRequireCAKeepsBundleWhenCADisappears(t *testing.T) {
+	ca := newTestCA(t, "test CA")
+	cert := ca.issue(t, serverTemplate())
+	vol := newSecretVolume(t, cert)
+	if _, err := NewDirSource(vol.dir, DirOptions{RequireCA: true}); err == nil || !strings.Contains(err.Error(), filepath.Join(vol.dir, "ca.crt")) {
+		t.Fatalf("no ca.crt with RequireCA: err = %v, want one naming ca.crt", err)
+	}
+	vol.ca = certPEM(ca.cert)
+	vol.update(t, certPEM(cert.Leaf), keyPEM(t, cert.PrivateKey))
+	src, err := NewDirSource(vol.dir, DirOptions{RequireCA: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := src.CAPool()
+	if pool == nil {
+		t.Fatal("ca.crt not loaded")
+	}
+	reports := watch(t, src)
+	renewed := ca.issue(t, serverTemplate())
+	vol.ca = nil
+	vol.update(t, certPEM(renewed.Leaf), keyPEM(t, renewed.PrivateKey))
+	err = nextReport(t, reports)
+	if err == nil || !strings.Contains(err.Error(), "ca.crt") {
+		t.Fatalf("swap without ca.crt reported %v, want an error naming ca.crt", err)
+	}
+	if src.CAPool() != pool || src.Serial().Cmp(cert.Leaf.SerialNumber) != 0 {
+		t.Fatal("a swap without ca.crt replaced the material in service")
 	}
 }

@@ -13,7 +13,8 @@ import (
 
 // Policy says which verified client certificates are let in. A certificate
 // is allowed when it matches any one rule: its subject CN, any of its OUs,
-// any DNS SAN or any URI SAN (such as a SPIFFE ID) equals an entry exactly.
+// any DNS SAN equals an entry exactly, or any URI SAN (such as a SPIFFE ID)
+// matches an entry: exactly, or through path wildcards (see CheckURIPattern).
 // An empty Policy allows nobody, so a forgotten flag fails closed; AllowAll
 // lets in any certificate that chains to the CA bundle.
 type Policy struct {
@@ -36,8 +37,10 @@ func (p Policy) allows(leaf *x509.Certificate) bool {
 		}
 	}
 	for _, u := range leaf.URIs {
-		if slices.Contains(p.URIs, u.String()) {
-			return true
+		for _, rule := range p.URIs {
+			if matchURI(rule, u.String()) {
+				return true
+			}
 		}
 	}
 	return false

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"crypto/tls"
+	"errors"
 	"net/netip"
 
 	"github.com/spf13/cobra"
@@ -108,6 +109,10 @@ func (o *serverOptions) checkAuthFlags() error {
 	case rules == 0 && !p.AllowAll:
 		return flagError("disable-authentication", "client authentication is required by default: give --cacert with --allow-cn, --allow-ou, --allow-dns, --allow-uri or --allow-all, or --disable-authentication to accept any client")
 	}
+	var pe *certs.PolicyError
+	if err := p.Check(); errors.As(err, &pe) {
+		return flagError(pe.Flag, "%v", pe.Err)
+	}
 	return nil
 }
 
@@ -139,7 +144,7 @@ func (o *serverOptions) source() (*certs.Source, error) {
 		}
 		return src, nil
 	case o.certDir != "":
-		src, err := certs.NewDirSource(o.certDir, o.caFile)
+		src, err := certs.NewDirSource(o.certDir, certs.DirOptions{CAFile: o.caFile, RequireCA: !o.disableAuth})
 		if err != nil {
 			return nil, flagError("cert-dir", "%v", err)
 		}

@@ -63,6 +63,10 @@ func TestServerDryRun(t *testing.T) {
 	}
 
 	empty := t.TempDir()
+	noCA := secretMount(t, files)
+	if err := os.Remove(filepath.Join(noCA, "ca.crt")); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		flag string
@@ -70,7 +74,10 @@ func TestServerDryRun(t *testing.T) {
 		{[]string{"--cert-dir", empty, "--disable-authentication"}, "--cert-dir"},
 		{append([]string{"--cert-dir", mount, "--cacert", filepath.Join(empty, "missing.pem")}, mtls...), "--cert-dir"},
 		{append([]string{"--self-signed", "--cacert", filepath.Join(empty, "missing.pem")}, mtls...), "--cacert"},
+		{[]string{"--cert-dir", noCA, "--allow-all"}, "ca.crt"},
 		{[]string{"--self-signed"}, "--disable-authentication"},
+		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-all", "--allow-cn", "x"}, "--allow-all"},
+		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-uri", "spiffe://td/ns-*"}, "--allow-uri"},
 		{[]string{"--self-signed", "--disable-authentication", "--status", "nonsense"}, "--status"},
 		{[]string{"--self-signed", "--disable-authentication", "--target", "127.0.0.1"}, "--target"},
 	} {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -96,21 +97,19 @@ func TestMutualTLSAllowRulesWithCurl(t *testing.T) {
 	ca, other := newPKI(t, "moat e2e CA"), newPKI(t, "another CA")
 	srvCert, srvKey := ca.serverCert(t)
 	spiffe, _ := url.Parse("spiffe://trust.example/ns/shop/sa/web")
-	type client struct {
-		name       string
-		cert, key  string
-		allowed    bool
-		refusedFor string // the reason in moat's log
-	}
-	var clients []client
+	var clients []mtlsClient
 	add := func(name string, allowed bool, reason string, p *pki, edit func(*x509.Certificate)) {
 		c, k := p.issue(t, name, edit)
-		clients = append(clients, client{name, c, k, allowed, reason})
+		clients = append(clients, mtlsClient{name, c, k, allowed, reason})
 	}
 	add("by-cn", true, "", ca, nil)
 	add("by-ou", true, "", ca, func(c *x509.Certificate) { c.Subject.OrganizationalUnit = []string{"payments"} })
 	add("by-dns", true, "", ca, func(c *x509.Certificate) { c.DNSNames = []string{"web.shop.svc"} })
 	add("by-uri", true, "", ca, func(c *x509.Certificate) { c.URIs = []*url.URL{spiffe} })
+	bankAPI, _ := url.Parse("spiffe://trust.example/ns/bank/sa/api")
+	tooDeep, _ := url.Parse("spiffe://trust.example/ns/bank/sa/api/extra")
+	add("by-uri-wildcard", true, "", ca, func(c *x509.Certificate) { c.URIs = []*url.URL{bankAPI} })
+	add("by-uri-wildcard-too-deep", false, "not-allowed", ca, func(c *x509.Certificate) { c.URIs = []*url.URL{tooDeep} })
 	add("stranger", false, "not-allowed", ca, nil)
 	add("by-cn-foreign", false, "unknown-ca", other, func(c *x509.Certificate) { c.Subject.CommonName = "by-cn" })
 	add("by-cn-expired", false, "expired", ca, func(c *x509.Certificate) {
@@ -120,9 +119,11 @@ func TestMutualTLSAllowRulesWithCurl(t *testing.T) {
 
 	up := startUpstream(t, upperEcho)
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ops := &opsServer{status: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
 	m := startMoat(t, "server", "--listen", addr, "--target", up.addr(), "--cert", srvCert, "--key", srvKey,
 		"--cacert", ca.file, "--allow-cn", "by-cn", "--allow-ou", "payments", "--allow-dns", "web.shop.svc",
-		"--allow-uri", spiffe.String())
+		"--allow-uri", spiffe.String(), "--allow-uri", "spiffe://trust.example/ns/bank/sa/*", "--status", ops.status)
+	refused := map[string]float64{}
 
 	for _, c := range clients {
 		t.Run(c.name, func(t *testing.T) {
@@ -147,6 +148,7 @@ func TestMutualTLSAllowRulesWithCurl(t *testing.T) {
 				t.Fatalf("upstream saw %d connections for a refused client", reached)
 			}
 			m.waitFor(t, `"auth_refused":"`+c.refusedFor+`"`, 5*time.Second)
+			refused[c.refusedFor]++
 		})
 	}
 	t.Run("no-certificate", func(t *testing.T) {
@@ -159,7 +161,62 @@ func TestMutualTLSAllowRulesWithCurl(t *testing.T) {
 			t.Fatal("upstream saw a connection for a client without a certificate")
 		}
 		m.waitFor(t, `"auth_refused":"no-cert"`, 5*time.Second)
+		refused["no-cert"]++
 	})
+
+	// The alert each refusal sends, as OpenSSL reports it, over TLS 1.3.
+	if openssl, err := exec.LookPath("openssl"); err == nil {
+		for _, tc := range []struct {
+			name   string
+			args   []string
+			alert  string
+			reason string
+		}{
+			{"no certificate", nil, "alert number 116", "no-cert"}, // certificate_required
+			{"other CA", certArgs(clients, "by-cn-foreign"), "alert number 48", "unknown-ca"},
+			{"expired", certArgs(clients, "by-cn-expired"), "alert number 45", "expired"},
+			{"not allowed", certArgs(clients, "stranger"), "alert number 42", "not-allowed"}, // bad_certificate
+		} {
+			before := up.accepted.Load()
+			args := append([]string{"s_client", "-connect", addr, "-tls1_3", "-CAfile", ca.file, "-ign_eof"}, tc.args...)
+			cmd := exec.Command(openssl, args...)
+			cmd.Stdin = strings.NewReader("ping\n")
+			out, _ := cmd.CombinedOutput()
+			if !strings.Contains(string(out), tc.alert) {
+				t.Errorf("openssl s_client, %s: want %q in its output:\n%s", tc.name, tc.alert, out)
+			}
+			if up.accepted.Load() != before {
+				t.Errorf("openssl s_client, %s: the upstream saw a connection", tc.name)
+			}
+			refused[tc.reason]++
+		}
+	}
+
+	// Every refusal is counted under its reason.
+	fams := ops.metrics(t)
+	for reason, want := range refused {
+		if got := value(fams, "moat_handshake_errors_total", map[string]string{"reason": reason}); got != want {
+			t.Errorf("moat_handshake_errors_total{reason=%q} = %v, want %v", reason, got, want)
+		}
+	}
+}
+
+// mtlsClient is a client certificate of TestMutualTLSAllowRulesWithCurl.
+type mtlsClient struct {
+	name       string
+	cert, key  string
+	allowed    bool
+	refusedFor string // the reason in moat's log
+}
+
+// certArgs is the -cert/-key arguments of the named test client.
+func certArgs(clients []mtlsClient, name string) []string {
+	for _, c := range clients {
+		if c.name == name {
+			return []string{"-cert", c.cert, "-key", c.key}
+		}
+	}
+	panic("no test client " + name)
 }
 
 // TestCertsGenerateWorksWithMutualTLSFlags: the files `moat certs generate`

@@ -70,7 +70,7 @@ func wants() map[string]want {
 		"mtls": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
 			args: []string{"--cert-dir=/etc/moat/tls", "--cacert=/etc/moat/client-ca/bundle.pem", "--allow-cn=checkout", "--allow-ou=payments",
-				"--allow-dns=checkout.shop.svc.cluster.local", "--allow-uri=spiffe://cluster.local/ns/shop/sa/checkout"},
+				"--allow-dns=checkout.shop.svc.cluster.local", "--allow-uri=spiffe://cluster.local/ns/shop/sa/checkout", "--allow-uri=spiffe://cluster.local/ns/payments/sa/*"},
 			notArgs: []string{"--disable-authentication"},
 		},
 		"plain-container": {
@@ -570,6 +570,7 @@ func TestRefusedValues(t *testing.T) {
 		{"native sidecar on 1.28", valueSet{kubeVersion: "1.28.9"}, "nativeSidecar needs Kubernetes 1.29"},
 		{"service monitor without the example", valueSet{args: []string{"--set", "example.enabled=false", "--set", "metrics.serviceMonitor.enabled=true"}}, "metrics.serviceMonitor selects the standalone Service"},
 		{"cert-manager and self-signed", valueSet{args: []string{"--set", "certManager.enabled=true", "--set", "certManager.issuerRef.name=x", "--set", "tls.selfSigned=true"}}, "exclude each other"},
+		{"mtls allowAll with allow lists", valueSet{args: []string{"--set", "mtls.enabled=true", "--set", "mtls.allowAll=true", "--set", "mtls.allowCN[0]=a"}}, "cannot be combined"},
 		{"mtls self-signed without client CA", valueSet{args: []string{"--set", "tls.selfSigned=true", "--set", "mtls.enabled=true", "--set", "mtls.allowCN[0]=a"}}, "needs mtls.clientCA.secretName"},
 		{"bad secret name", valueSet{args: []string{"--set", "tls.secretName=My_Secret"}}, "/tls/secretName"},
 	} {

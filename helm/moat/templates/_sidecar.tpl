@@ -144,6 +144,9 @@ real binary knows every flag rendered here.
 {{- if and $v.mtls.enabled (not (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI $v.mtls.allowAll)) -}}
 {{- fail "moat: mtls.enabled needs at least one of mtls.allowCN, allowOU, allowDNS, allowURI, or mtls.allowAll" -}}
 {{- end -}}
+{{- if and $v.mtls.enabled $v.mtls.allowAll (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI) -}}
+{{- fail "moat: mtls.allowAll admits every client of the CA; it cannot be combined with mtls.allowCN, allowOU, allowDNS or allowURI" -}}
+{{- end -}}
 {{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) -}}
 {{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
 {{- end -}}

@@ -1,0 +1,111 @@
+package certs
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// URI rules (--allow-uri) match a URI SAN exactly, or with wildcards in the
+// path, as ghostunnel's --allow-uri does, so that command lines migrate
+// unchanged:
+//
+//	spiffe://cluster.local/ns/shop/sa/*   one path segment: .../sa/web, not .../sa/web/x
+//	spiffe://cluster.local/ns/shop/**     one or more segments: .../shop/sa/web
+//
+// A wildcard stands for a whole path segment; "**" may only be the last one.
+// The scheme and the authority (the trust domain) are always literal, so a
+// rule can never admit another trust domain.
+
+// CheckURIPattern says why p cannot be an --allow-uri rule, or returns nil.
+func CheckURIPattern(p string) error {
+	scheme, rest, ok := strings.Cut(p, "://")
+	if !ok || scheme == "" {
+		return fmt.Errorf("%q: want an absolute URI such as spiffe://trust.domain/path", p)
+	}
+	authority, path, _ := strings.Cut(rest, "/")
+	switch {
+	case strings.Contains(scheme, "*") || strings.Contains(authority, "*"):
+		return fmt.Errorf("%q: wildcards are allowed in the path only, never in the scheme or trust domain", p)
+	case authority == "":
+		return fmt.Errorf("%q: no trust domain (host) after ://", p)
+	}
+	segs := strings.Split(path, "/")
+	for i, s := range segs {
+		switch {
+		case s == "**" && i != len(segs)-1:
+			return fmt.Errorf("%q: ** must be the last path segment", p)
+		case s != "*" && s != "**" && strings.Contains(s, "*"):
+			return fmt.Errorf("%q: a wildcard must be a whole path segment (/*/ for one segment, /** at the end for the rest)", p)
+		}
+	}
+	return nil
+}
+
+// matchURI reports whether uri matches the rule pattern (see CheckURIPattern).
+func matchURI(pattern, uri string) bool {
+	if !strings.Contains(pattern, "*") {
+		return pattern == uri
+	}
+	prefix, path, ok := splitAfterAuthority(pattern)
+	uprefix, upath, uok := splitAfterAuthority(uri)
+	if !ok || !uok || prefix != uprefix {
+		return false
+	}
+	psegs, usegs := strings.Split(path, "/"), strings.Split(upath, "/")
+	for i, p := range psegs {
+		switch {
+		case p == "**":
+			return i < len(usegs) && !slices.Contains(usegs[i:], "")
+		case i >= len(usegs):
+			return false
+		case p == "*":
+			if usegs[i] == "" {
+				return false
+			}
+		case p != usegs[i]:
+			return false
+		}
+	}
+	return len(psegs) == len(usegs)
+}
+
+// splitAfterAuthority splits "scheme://authority/path" into
+// "scheme://authority" and "path".
+func splitAfterAuthority(u string) (prefix, path string, ok bool) {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return "", "", false
+	}
+	j := strings.IndexByte(u[i+3:], '/')
+	if j < 0 {
+		return u, "", true
+	}
+	return u[:i+3+j], u[i+3+j+1:], true
+}
+
+// PolicyError names the flag whose value makes a Policy unusable.
+type PolicyError struct {
+	Flag string // without the leading --
+	Err  error
+}
+
+func (e *PolicyError) Error() string { return "--" + e.Flag + ": " + e.Err.Error() }
+func (e *PolicyError) Unwrap() error { return e.Err }
+
+// Check says why the policy cannot be used, as a *PolicyError, or returns
+// nil: a malformed URI rule, or --allow-all next to rules it would make
+// pointless (ghostunnel refuses that combination too; a rule added later
+// must not look like a restriction while everyone is let in).
+func (p Policy) Check() error {
+	if p.AllowAll && len(p.CNs)+len(p.OUs)+len(p.DNSNames)+len(p.URIs) > 0 {
+		return &PolicyError{"allow-all", errors.New("admits every client of the CA, so it cannot be combined with --allow-cn, --allow-ou, --allow-dns or --allow-uri")}
+	}
+	for _, u := range p.URIs {
+		if err := CheckURIPattern(u); err != nil {
+			return &PolicyError{"allow-uri", err}
+		}
+	}
+	return nil
+}
