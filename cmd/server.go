@@ -3,6 +3,7 @@ package cmd
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/spf13/cobra"
@@ -40,7 +41,7 @@ Client authentication is required by default; --disable-authentication turns
 it off explicitly.`,
 		Example: `  moat server --listen 127.0.0.1:8443 --target 127.0.0.1:8080 --cert tls.crt --key tls.key --disable-authentication
   moat server --listen :8443 --target unix:/run/app.sock --self-signed --disable-authentication`,
-		Args: cobra.NoArgs,
+		Args: serverArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
 	}
 	f := cmd.Flags()
@@ -60,6 +61,19 @@ it off explicitly.`,
 	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	return cmd
+}
+
+// serverArgs refuses positional arguments. --proxy-protocol takes its
+// optional value only as --proxy-protocol=v1, so "--proxy-protocol v1"
+// leaves a stray v1 behind: say how to write it.
+func serverArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if f := cmd.Flags().Lookup("proxy-protocol"); f != nil && f.Changed && (args[0] == "v1" || args[0] == "v2") {
+		return flagError("proxy-protocol", "write the version as --proxy-protocol=%s (with =)", args[0])
+	}
+	return usageError{fmt.Errorf("unexpected argument %q: moat server takes flags only (see moat server --help)", args[0])}
 }
 
 func (o *serverOptions) run(cmd *cobra.Command) error {

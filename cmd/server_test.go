@@ -80,6 +80,8 @@ func TestServerDryRun(t *testing.T) {
 		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-uri", "spiffe://td/ns-*"}, "--allow-uri"},
 		{[]string{"--self-signed", "--disable-authentication", "--status", "nonsense"}, "--status"},
 		{[]string{"--self-signed", "--disable-authentication", "--target", "127.0.0.1"}, "--target"},
+		{[]string{"--self-signed", "--disable-authentication", "--proxy-protocol", "v1"}, "--proxy-protocol=v1"},
+		{[]string{"--self-signed", "--disable-authentication", "stray"}, "unexpected argument"},
 	} {
 		_, err := run(t, append(append([]string{}, base...), tc.args...)...)
 		var ue usageError

@@ -69,21 +69,49 @@ func (l *loop) resumeAccepting() {
 	l.accept()
 }
 
-// logLimit logs a limit being hit at most once per second per loop, with
-// the count since the last line, rather than once per connection.
+// limitLogEvery is how often a loop may log that a limit was hit.
+const limitLogEvery = time.Second
+
+// limitLog rate-limits the lines about limits being hit: at most one per
+// limitLogEvery per loop, each with the count since the line before. What a
+// burst leaves unlogged is flushed by the loop once the interval is over, so
+// the tail of a burst is reported too.
+type limitLog struct {
+	last    time.Time
+	pending int // events since the last line
+	msg     string
+	err     error
+}
+
+// logLimit records a limit being hit and logs it unless a line went out
+// less than limitLogEvery ago.
 func (l *loop) logLimit(msg string, err error) {
-	l.limitRefused++
-	now := time.Now()
-	if now.Sub(l.lastLimitLog) < time.Second {
+	ll := &l.limits
+	ll.pending++
+	ll.msg, ll.err = msg, err
+	l.flushLimitLog(time.Now())
+}
+
+// flushLimitLog writes the pending line once the interval allows it.
+func (l *loop) flushLimitLog(now time.Time) {
+	ll := &l.limits
+	if ll.pending == 0 || now.Sub(ll.last) < limitLogEvery {
 		return
 	}
-	ev := l.srv.cfg.Log.Warn().Int("count", l.limitRefused)
-	if err != nil {
-		ev = ev.Err(err)
+	ev := l.srv.cfg.Log.Warn().Int("count", ll.pending)
+	if ll.err != nil {
+		ev = ev.Err(ll.err)
 	}
-	ev.Msg(msg)
-	l.lastLimitLog = now
-	l.limitRefused = 0
+	ev.Msg(ll.msg)
+	ll.last, ll.pending, ll.err = now, 0, nil
+}
+
+// limitLogDue is when flushLimitLog has a line to write, if it has one.
+func (l *loop) limitLogDue() (time.Time, bool) {
+	if l.limits.pending == 0 {
+		return time.Time{}, false
+	}
+	return l.limits.last.Add(limitLogEvery), true
 }
 
 // refusalHelp names the flag behind each refusal reason in the log.

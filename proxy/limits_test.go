@@ -1,12 +1,18 @@
 package proxy
 
 import (
+	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // TestHandshakeRateShedsFlood: over --max-handshake-rate new connections
@@ -89,5 +95,76 @@ func TestUpstreamHeaderComesFirst(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("upstream got nothing")
+	}
+}
+
+// syncBuffer is a log sink the loops and the test may use at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLimitLogCountsEveryRefusal: a burst of refusals is logged at most once
+// a second per loop, and the counts of those lines add up to every refused
+// connection, the tail of the burst included (it is flushed once the
+// interval is over, with no further refusal to trigger it).
+func TestLimitLogCountsEveryRefusal(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	logs := &syncBuffer{}
+	srv, _ := startServer(t, up.addr(), func(c *Config) {
+		c.MaxConns = 1
+		c.Log = zerolog.New(logs).Level(zerolog.WarnLevel)
+	})
+	holder, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	time.Sleep(100 * time.Millisecond) // the holder is admitted first
+	const burst = 50
+	for i := 0; i < burst; i++ {
+		c, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a connection over --max-concurrent-conns was served")
+		}
+		c.Close()
+	}
+	sum, lines := 0, 0
+	deadline := time.Now().Add(3 * limitLogEvery)
+	for time.Now().Before(deadline) && sum < burst {
+		time.Sleep(50 * time.Millisecond)
+		sum, lines = 0, 0
+		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var rec struct {
+				Count   int    `json:"count"`
+				Message string `json:"message"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Message, "connection refused: --max-concurrent-conns") {
+				sum += rec.Count
+				lines++
+			}
+		}
+	}
+	if sum != burst {
+		t.Fatalf("refusal lines count %d refusals, want %d:\n%s", sum, burst, logs.String())
+	}
+	if max := len(srv.loops) * 2; lines > max {
+		t.Fatalf("%d refusal lines for one burst, want at most %d (once a second per loop)", lines, max)
 	}
 }

@@ -32,8 +32,7 @@ type loop struct {
 	accepting    bool
 	acceptPaused time.Time // zero, or when to retry after EMFILE
 	stopped      bool
-	lastLimitLog time.Time
-	limitRefused int
+	limits       limitLog
 }
 
 const epollConnEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
@@ -111,6 +110,7 @@ func (l *loop) run() {
 		l.runAgain()
 		now := l.now
 		l.fireTimers(now)
+		l.flushLimitLog(now)
 		l.closeDeferred()
 		if !l.acceptPaused.IsZero() && !now.Before(l.acceptPaused) {
 			l.resumeAccepting()
@@ -171,6 +171,9 @@ func (l *loop) waitMillis(now time.Time) int {
 	next, ok := l.timer.next()
 	if !l.acceptPaused.IsZero() && (!ok || l.acceptPaused.Before(next)) {
 		next, ok = l.acceptPaused, true
+	}
+	if due, pending := l.limitLogDue(); pending && (!ok || due.Before(next)) {
+		next, ok = due, true
 	}
 	if !ok {
 		return -1
