@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -24,6 +25,7 @@ import (
 // its handshake, to the test.
 type goServer struct {
 	addr  string
+	ln    net.Listener
 	conns chan *serverConn
 }
 
@@ -63,7 +65,7 @@ func startGoServer(t testing.TB, cfg *tls.Config) *goServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &goServer{addr: ln.Addr().String(), conns: make(chan *serverConn, 16)}
+	s := &goServer{addr: ln.Addr().String(), ln: ln, conns: make(chan *serverConn, 16)}
 	var wg sync.WaitGroup
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	wg.Add(1)
@@ -378,4 +380,93 @@ func TestClientCertificateReload(t *testing.T) {
 		}
 		a.Close()
 	}
+}
+
+// TestClientModeStatusAndMetrics: client mode serves the same status port:
+// /readyz follows the remote, and /metrics counts handshakes with the
+// resumed session, and the bytes each way as seen from the app.
+func TestClientModeStatusAndMetrics(t *testing.T) {
+	pki := newClientPKI(t)
+	cfg := serverConfig(pki.ca.Issue("127.0.0.1"))
+	cfg.MaxVersion = tls.VersionTLS13
+	srv := startGoServer(t, cfg)
+	ops := &opsServer{status: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	_, listen := startClient(t, srv.addr, "--cacert", pki.server.CA, "--status", ops.status)
+	for i := 0; i < 2; i++ {
+		a := dialApp(t, "tcp", listen)
+		sc := srv.next(t)
+		a.writeLine(t, "ping")
+		sc.expectLine(t, "ping")
+		sc.writeLine(t, "pong!")
+		a.expectLine(t, "pong!")
+		a.Close()
+	}
+	fams := ops.metrics(t)
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"moat_sessions_resumed_total", nil, 1},
+		{"moat_handshakes_total", map[string]string{"result": "ok", "version": "1.3"}, 2},
+		{"moat_connections_total", nil, 2},
+		{"moat_bytes_total", map[string]string{"direction": "from_client"}, 2 * 5}, // "ping\n"
+		{"moat_bytes_total", map[string]string{"direction": "to_client"}, 2 * 6},   // "pong!\n"
+	} {
+		if got := value(fams, tc.name, tc.labels); got != tc.want {
+			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// Last: the readiness probe's connect reaches the remote as a connection.
+	if code, body := ops.get("/readyz"); code != 200 {
+		t.Fatalf("/readyz with the remote up = %d %q", code, body)
+	}
+	srv.ln.Close()
+	time.Sleep(1100 * time.Millisecond) // readiness caches its upstream check for a second
+	if code, body := ops.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
+		t.Fatalf("/readyz with the remote down = %d %q, want 503 naming it unreachable", code, body)
+	}
+}
+
+// TestClientModeTimeouts: --handshake-timeout ends a connection whose remote
+// accepts TCP but never answers the ClientHello, and --idle-timeout ends an
+// established connection that moved nothing; each says why in its log line.
+func TestClientModeTimeouts(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // holds the connection open, says nothing
+		}
+	}()
+	pki := newClientPKI(t)
+	m, listen := startClient(t, silent.Addr().String(), "--cacert", pki.server.CA, "--server-name", "127.0.0.1",
+		"--handshake-timeout", "300ms")
+	a := dialApp(t, "tcp", listen)
+	start := time.Now()
+	a.expectClosed(t)
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Fatalf("ended after %s, before the 300ms handshake timeout", waited)
+	}
+	m.waitFor(t, `"reason":"handshake timeout"`, step)
+
+	srv := startGoServer(t, serverConfig(pki.ca.Issue("127.0.0.1")))
+	m, listen = startClient(t, srv.addr, "--cacert", pki.server.CA, "--idle-timeout", "300ms")
+	a = dialApp(t, "tcp", listen)
+	sc := srv.next(t)
+	a.writeLine(t, "one line, then silence")
+	sc.expectLine(t, "one line, then silence")
+	start = time.Now()
+	a.expectClosed(t)
+	if waited := time.Since(start); waited < 250*time.Millisecond {
+		t.Fatalf("ended after %s, before the 300ms idle timeout", waited)
+	}
+	m.waitFor(t, `"reason":"idle timeout"`, step)
 }

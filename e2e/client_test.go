@@ -234,6 +234,9 @@ func TestClientRenegotiationRefused(t *testing.T) {
 			if n := moat.count(tc.log); n != 1 {
 				t.Fatalf("log line appears %d times, want 1", n)
 			}
+			if n := moat.count(`"reason":"renegotiation refused"`); n != 1 {
+				t.Fatalf("close reason renegotiation refused appears %d times, want 1", n)
+			}
 
 			srv.waitFor(t, "from-app-second", step)
 			srv.send(t, "from-server-second")

@@ -75,7 +75,8 @@ func TestOpenSSLRenegotiationRefused(t *testing.T) {
 	c.waitFor(t, "HELLO", 10*time.Second)
 	fmt.Fprintln(c.stdin, "R")
 	c.waitFor(t, "fatal unexpected_message", 10*time.Second)
-	m.waitFor(t, "renegotiation", 10*time.Second)
+	m.waitFor(t, `"reason":"renegotiation refused"`, 10*time.Second)
+	m.waitFor(t, "client attempted TLS renegotiation, which moat refuses", time.Second)
 
 	fmt.Fprintln(other.stdin, "still here")
 	other.waitFor(t, "STILL HERE", 10*time.Second)

@@ -118,7 +118,7 @@ func (c *conn) engineToPlain() bool {
 		c.toPlain.CloseWrite()
 		moved = true
 	case c.phase != phaseClosed:
-		c.fail("tls", c.explainTLSErr(err), true)
+		c.failTLS(err)
 	}
 	return moved
 }
@@ -217,7 +217,7 @@ func (c *conn) writeEngine(b []byte) {
 			c.toTLS.Park(b)
 			return
 		}
-		c.fail("tls", c.explainTLSErr(err), true)
+		c.failTLS(err)
 		return
 	}
 }
@@ -234,7 +234,7 @@ func (c *conn) drainToTLS() bool {
 		}
 		if err != nil {
 			if !errors.Is(err, tlsstate.ErrWantWrite) && !errors.Is(err, tlsstate.ErrWantRead) {
-				c.fail("tls", c.explainTLSErr(err), true)
+				c.failTLS(err)
 			}
 			break
 		}
@@ -302,20 +302,31 @@ func (c *conn) countRelayed(fromTLS, toTLS int) {
 	c.l.srv.cfg.Observer.Relayed(fromTLS, toTLS)
 }
 
-// explainTLSErr names the flag at fault when a TLS server's renegotiation
-// request was refused by policy. crypto/tls answers it with a
-// no_renegotiation alert and ends the connection with a bare
-// "local error: tls: no renegotiation", which tells an operator nothing.
-func (c *conn) explainTLSErr(err error) error {
+// failTLS ends the connection on an engine error after the handshake. A
+// renegotiation refused by policy gets a reason of its own and words an
+// operator knows: crypto/tls reports a server's refused request as a bare
+// "local error: tls: no renegotiation", and a client's attempt as an
+// unexpected message.
+func (c *conn) failTLS(err error) {
+	if explained := c.explainRenegotiation(err); explained != nil {
+		c.fail("renegotiation refused", explained, true)
+		return
+	}
+	c.fail("tls", err, true)
+}
+
+// explainRenegotiation names the flag at fault when err is a renegotiation
+// refused by policy, and returns nil for any other error.
+func (c *conn) explainRenegotiation(err error) error {
 	if c.mode == ModeServer && strings.Contains(err.Error(), "*tls.clientHelloMsg when waiting for *tls.helloRequestMsg") {
 		// crypto/tls answers a client's renegotiation attempt with a fatal
-		// unexpected_message; say what happened in words an operator knows.
+		// unexpected_message.
 		return fmt.Errorf("client attempted TLS renegotiation, which moat refuses: %w", err)
 	}
 	var op *net.OpError
 	if c.mode != ModeClient || !errors.As(err, &op) || op.Op != "local error" ||
 		op.Err == nil || op.Err.Error() != "tls: no renegotiation" {
-		return err
+		return nil
 	}
 	switch c.l.srv.cfg.TLS.Renegotiation {
 	case tls.RenegotiateNever:
@@ -323,5 +334,5 @@ func (c *conn) explainTLSErr(err error) error {
 	case tls.RenegotiateOnceAsClient:
 		return fmt.Errorf("server requested a second TLS renegotiation, refused by --renegotiation=once; use --renegotiation=freely to allow it: %w", err)
 	}
-	return err
+	return nil
 }
