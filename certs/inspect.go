@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -45,23 +46,27 @@ type CertInfo struct {
 }
 
 // Inspect reads each PEM chain file and reports its certificates, the
-// problems with the chain, and the handshake flight it produces. It stops at
-// the first file it cannot read or parse, with an error naming it.
+// problems with the chain, and the handshake flight it produces. A file it
+// cannot read or parse is left out of the reports, and the error names every
+// such file; the other files are still reported.
 func Inspect(files ...string) ([]Report, error) {
 	var reports []Report
+	var errs []error
 	now := time.Now()
 	for _, f := range files {
 		data, err := readFile("certificate", f)
 		if err != nil {
-			return reports, err
+			errs = append(errs, err)
+			continue
 		}
 		chain, err := parseCertificates(data)
 		if err != nil {
-			return reports, fmt.Errorf("certificate %s: %w", f, err)
+			errs = append(errs, fmt.Errorf("certificate %s: %w", f, err))
+			continue
 		}
 		reports = append(reports, inspectChain(f, chain, now))
 	}
-	return reports, nil
+	return reports, errors.Join(errs...)
 }
 
 func inspectChain(file string, chain []*x509.Certificate, now time.Time) Report {
@@ -69,10 +74,10 @@ func inspectChain(file string, chain []*x509.Certificate, now time.Time) Report 
 	for _, c := range chain {
 		r.Certificates = append(r.Certificates, describe(c, now))
 	}
-	if r.Flight.TLS13 > LargeFlight || r.Flight.TLS12 > LargeFlight {
+	if largest := max(r.Flight.TLS13, r.Flight.TLS13Hybrid, r.Flight.TLS12); largest > LargeFlight {
 		r.Problems = append(r.Problems, fmt.Sprintf(
-			"first flight is %d bytes in TLS 1.3 and %d in TLS 1.2, over %d: clients and servers with fixed handshake buffers may fail",
-			r.Flight.TLS13, r.Flight.TLS12, LargeFlight))
+			"first flight is %d bytes in TLS 1.3 (%d with X25519MLKEM768) and %d in TLS 1.2, over %d: clients and servers with fixed handshake buffers may fail",
+			r.Flight.TLS13, r.Flight.TLS13Hybrid, r.Flight.TLS12, LargeFlight))
 	}
 	return r
 }

@@ -88,14 +88,16 @@ func newCertsInspectCommand() *cobra.Command {
 			if len(args) == 0 {
 				return usageError{errors.New("certs inspect: give at least one FILE")}
 			}
+			// The files that could be read are reported even when others
+			// could not; the error (and the exit code) names the others.
 			reports, err := certs.Inspect(args...)
-			if err != nil {
-				return err
-			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(reports)
+				if jerr := enc.Encode(reports); jerr != nil {
+					return jerr
+				}
+				return err
 			}
 			for i, r := range reports {
 				if i > 0 {
@@ -103,7 +105,7 @@ func newCertsInspectCommand() *cobra.Command {
 				}
 				printReport(cmd.OutOrStdout(), r)
 			}
-			return nil
+			return err
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the reports as a JSON array")
@@ -116,10 +118,10 @@ const maxSANsShown = 8
 func printReport(w io.Writer, r certs.Report) {
 	fmt.Fprintf(w, "%s\n", r.File)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  #\tSUBJECT\tISSUER\tNOT AFTER\tDAYS LEFT\tKEY\tSANS\tDER BYTES")
+	fmt.Fprintln(tw, "  #\tSUBJECT\tISSUER\tNOT BEFORE\tNOT AFTER\tDAYS LEFT\tKEY\tSANS\tDER BYTES")
 	for i, c := range r.Certificates {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%d\t%s %d\t%d\t%d\n", i+1, c.Subject, c.Issuer,
-			c.NotAfter.UTC().Format(time.DateOnly), c.DaysLeft, c.KeyType, c.KeyBits, c.SANCount, c.DERBytes)
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%d\t%s %d\t%d\t%d\n", i+1, c.Subject, c.Issuer,
+			c.NotBefore.UTC().Format(time.DateOnly), c.NotAfter.UTC().Format(time.DateOnly), c.DaysLeft, c.KeyType, c.KeyBits, c.SANCount, c.DERBytes)
 	}
 	tw.Flush()
 	for i, c := range r.Certificates {

@@ -64,9 +64,28 @@ func TestCertsInspectHumanTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"SUBJECT", "CN=moat development CA,O=moat", "ECDSA P-256 256", "first flight: TLS 1.3", "no problems found"} {
+	for _, want := range []string{"SUBJECT", "NOT BEFORE", "CN=moat development CA,O=moat", "ECDSA P-256 256", "first flight: TLS 1.3", "no problems found"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestCertsInspectReportsTheReadableFiles: one unreadable file among several
+// fails the command, naming that file, but the others are still reported.
+func TestCertsInspectReportsTheReadableFiles(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := run(t, "certs", "generate", "--dir", dir); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing.crt")
+	out, err := run(t, "certs", "inspect", filepath.Join(dir, "ca.crt"), missing, filepath.Join(dir, "server.crt"))
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("error %v, want one naming %s", err, missing)
+	}
+	for _, want := range []string{filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt")} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no report for %s beside the unreadable file:\n%s", want, out)
 		}
 	}
 }
