@@ -229,7 +229,7 @@ func reloadLogger(log zerolog.Logger, src *certs.Source) func(error) {
 		}
 		ev := log.Info().Time("not_after", src.NotAfter())
 		if c := src.Certificate(); c != nil && c.Leaf != nil {
-			ev = ev.Str("serial",  c.Leaf.SerialNumber.Text(16)).Str("subject", c.Leaf.Subject.String())
+			ev = ev.Str("serial", c.Leaf.SerialNumber.Text(16)).Str("subject", c.Leaf.Subject.String())
 		}
 		ev.Msg("certificate reloaded")
 	}
