@@ -125,7 +125,7 @@ func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.S
 	}
 	src, err := certs.NewFileSource(o.certFile, o.keyFile, "")
 	if err != nil {
-		return nil, nil, flagError("cert", "%v", err)
+		return nil, nil, flagError(fileFlag(err), "%v", err)
 	}
 	cfg.GetClientCertificate = src.GetClientCertificate
 	return cfg, src, nil

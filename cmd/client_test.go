@@ -28,7 +28,7 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--renegotiation", "Once"}, "--renegotiation"},
 		{[]string{"--cert", files.ClientCert}, "--cert"},
 		{[]string{"--key", files.ClientKey}, "--key"},
-		{[]string{"--cert", files.ClientCert, "--key", filepath.Join(dir, "missing.key")}, "--cert"},
+		{[]string{"--cert", files.ClientCert, "--key", filepath.Join(dir, "missing.key")}, "--key: key "},
 		{[]string{"--cacert", filepath.Join(dir, "missing.pem")}, "--cacert"},
 		{[]string{"--session-cache-size", "-1"}, "--session-cache-size"},
 		{[]string{"--listen-mode", "0660"}, "--listen-mode"}, // TCP --listen

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -170,9 +171,21 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	}
 	src, err := certs.NewFileSource(o.certFile, o.keyFile, o.caFile)
 	if err != nil {
-		return nil, flagError("cert", "%v", err)
+		return nil, flagError(fileFlag(err), "%v", err)
 	}
 	return src, nil
+}
+
+// fileFlag names the flag whose file a certs loading error is about: the
+// error starts with the file's role ("key /path: ...").
+func fileFlag(err error) string {
+	switch msg := err.Error(); {
+	case strings.HasPrefix(msg, "key "):
+		return "key"
+	case strings.HasPrefix(msg, "CA bundle "):
+		return "cacert"
+	}
+	return "cert"
 }
 
 // proxyProtocol sets up the PROXY protocol header for --proxy-protocol.
