@@ -26,8 +26,9 @@ type loop struct {
 	scratch []byte    // one plaintext batch, shared by the loop's connections
 	now     time.Time // when epoll_wait last returned; activity stamps use it
 
-	mu    sync.Mutex
-	tasks []func()
+	mu     sync.Mutex
+	tasks  []func()
+	exited bool // run returned: post refuses, nothing would run the task
 
 	accepting    bool
 	acceptPaused time.Time // zero, or when to retry after EMFILE
@@ -66,13 +67,33 @@ func (l *loop) close() {
 	unix.Close(l.evfd)
 }
 
-// post runs f on the loop's goroutine. It never blocks.
-func (l *loop) post(f func()) {
+// post runs f on the loop's goroutine and reports true, or reports false
+// when the loop has exited and f will never run. It never blocks. The
+// eventfd is written under the lock, so it cannot be written after the
+// loop exited and its descriptors were closed.
+func (l *loop) post(f func()) bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.exited {
+		return false
+	}
 	l.tasks = append(l.tasks, f)
-	l.mu.Unlock()
 	var one = [8]byte{1}
 	unix.Write(l.evfd, one[:])
+	return true
+}
+
+// exit marks the loop exited and runs the tasks posted before that, so
+// that whoever waits for them is answered.
+func (l *loop) exit() {
+	l.mu.Lock()
+	l.exited = true
+	tasks := l.tasks
+	l.tasks = nil
+	l.mu.Unlock()
+	for _, f := range tasks {
+		f()
+	}
 }
 
 func (l *loop) runTasks() {
@@ -90,6 +111,7 @@ func (l *loop) runTasks() {
 // run is the loop: wait for readiness or the next deadline, dispatch, fire
 // timers, until the server stops it and no connection is left.
 func (l *loop) run() {
+	defer l.exit()
 	events := make([]unix.EpollEvent, 256)
 	for !(l.stopped && len(l.conns) == 0) {
 		wait := l.waitMillis(time.Now())

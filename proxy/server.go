@@ -198,7 +198,9 @@ func (s *Server) stopListening() {
 	var wg sync.WaitGroup
 	for _, l := range s.loops {
 		wg.Add(1)
-		l.post(func() { l.stopAccepting(); wg.Done() })
+		if !l.post(func() { l.stopAccepting(); wg.Done() }) {
+			wg.Done() // the loop has exited: it accepts nothing any more
+		}
 	}
 	wg.Wait()
 	s.ln.close()
@@ -234,7 +236,7 @@ func (s *Server) HeldBytes() int64 {
 	var wg sync.WaitGroup
 	for _, l := range s.loops {
 		wg.Add(1)
-		l.post(func() {
+		posted := l.post(func() {
 			defer wg.Done()
 			seen := make(map[*conn]bool)
 			for _, c := range l.conns {
@@ -244,6 +246,9 @@ func (s *Server) HeldBytes() int64 {
 				}
 			}
 		})
+		if !posted {
+			wg.Done() // an exited loop holds no connection
+		}
 	}
 	wg.Wait()
 	return total.Load()
