@@ -68,24 +68,31 @@ func checkOpen(t *testing.T, s, c *Engine, v uint16, clientAuth bool) {
 }
 
 // TestHandshakeAndDataOneByteAtATime: every byte boundary is a resumable
-// point, for the handshake (with client auth and the large chain) and data.
+// point, for the handshake with the large chain (TLS 1.2 and 1.3, with and
+// without client certificates) and for data in both directions.
 func TestHandshakeAndDataOneByteAtATime(t *testing.T) {
 	p := testPKI(t)
+	if n := p.large.ChainBytes(); n <= 28<<10 {
+		t.Fatalf("test chain is %d bytes, want > 28 KiB", n)
+	}
 	for _, v := range versions {
-		t.Run(tls.VersionName(v), func(t *testing.T) {
-			srvCfg, cliCfg := p.configs(v, p.large, true)
-			s, c := Server(srvCfg, Options{}), Client(cliCfg, Options{})
-			defer s.Close()
-			defer c.Close()
-			l := &link{t: t, a: c, b: s, window: 1}
-			l.handshake()
-			checkOpen(t, s, c, v, true)
-			if l.steps < p.large.ChainBytes() {
-				t.Fatalf("only %d one-byte steps for a %d-byte chain", l.steps, p.large.ChainBytes())
-			}
-			l.send(c, s, pattern(3000, 3))
-			l.send(s, c, pattern(3000, 4))
-		})
+		for _, clientAuth := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/clientAuth=%v", tls.VersionName(v), clientAuth), func(t *testing.T) {
+				srvCfg, cliCfg := p.configs(v, p.large, clientAuth)
+				s, c := Server(srvCfg, Options{}), Client(cliCfg, Options{})
+				defer s.Close()
+				defer c.Close()
+				l := &link{t: t, a: c, b: s, window: 1}
+				l.handshake()
+				checkOpen(t, s, c, v, clientAuth)
+				if l.steps < p.large.ChainBytes() || l.moved != l.steps {
+					t.Fatalf("%d steps moved %d bytes for a %d-byte chain, want one byte per step and at least the chain",
+						l.steps, l.moved, p.large.ChainBytes())
+				}
+				l.send(c, s, pattern(3000, 3))
+				l.send(s, c, pattern(3000, 4))
+			})
+		}
 	}
 }
 
