@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -24,6 +26,20 @@ func (c *conn) fail(reason string, err error, resetPlain bool) {
 	c.tls.writable = true // one attempt: a full socket buffer just drops the alert
 	c.flushTLS()
 	c.closeWith(reason, err, false, resetPlain)
+}
+
+// recoverPanic, deferred at the entry points of a connection's work, turns
+// a panic (a defect in moat) into the end of that one connection: both
+// sockets are reset and the defect is logged with its stack, while every
+// other connection of the process carries on.
+func (c *conn) recoverPanic() {
+	r := recover()
+	if r == nil {
+		return
+	}
+	c.l.srv.cfg.Log.Error().Str("client", c.client).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).
+		Msg("internal error: this connection is closed, others are unaffected")
+	c.closeWith("internal error", fmt.Errorf("panic: %v", r), true, true)
 }
 
 // abort ends a connection for a reason of moat's own (idle or shutdown

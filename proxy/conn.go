@@ -130,6 +130,7 @@ const runBudget = 4
 // run advances the connection through its phases until nothing moves or
 // its budget is spent.
 func (c *conn) run() {
+	defer c.recoverPanic()
 	for turn := 0; c.phase != phaseClosed; turn++ {
 		if turn == runBudget {
 			c.l.again(c)
@@ -285,6 +286,7 @@ func (c *conn) startRelay(now time.Time) {
 
 // onDeadline enforces the handshake, connect and idle limits.
 func (c *conn) onDeadline(now time.Time) {
+	defer c.recoverPanic()
 	switch c.phase {
 	case phaseHandshake:
 		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), c.mode == ModeClient)

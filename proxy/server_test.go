@@ -3,6 +3,10 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,5 +61,55 @@ func TestCallsAfterServeReturnDoNotHang(t *testing.T) {
 		if l.post(func() {}) {
 			t.Fatal("post accepted a task for a loop that has exited")
 		}
+	}
+}
+
+// panicOnce panics in the first Relayed call: a stand-in for a defect hit
+// by one connection's data.
+type panicOnce struct {
+	nopObserver
+	hit atomic.Bool
+}
+
+func (p *panicOnce) Relayed(int, int) {
+	if !p.hit.Swap(true) {
+		panic("injected defect")
+	}
+}
+
+// TestPanicEndsOnlyItsConnection: a panic while relaying one connection's
+// bytes resets that connection and is logged; the process and the other
+// connections of the same loop carry on.
+func TestPanicEndsOnlyItsConnection(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	logs := &syncBuffer{}
+	obs := &panicOnce{}
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) {
+		c.Loops = 1
+		c.Observer = obs
+		c.Log = zerolog.New(logs).Level(zerolog.WarnLevel)
+	})
+	bystander := dialTLS(t, srv, ccfg)
+	victim := dialTLS(t, srv, ccfg)
+	victim.Write([]byte("boom"))
+	victim.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := victim.Read(make([]byte, 4)); err == nil {
+		t.Fatalf("the connection that hit the defect read %d bytes, want it ended", n)
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the connection that hit the defect was left hanging")
+	}
+	if !obs.hit.Load() {
+		t.Fatal("the injected defect was never hit")
+	}
+	for _, c := range []*tls.Conn{bystander, dialTLS(t, srv, ccfg)} {
+		c.Write([]byte("ping"))
+		buf := make([]byte, 4)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+			t.Fatalf("another connection after the defect: %q %v", buf, err)
+		}
+	}
+	if out := logs.String(); !strings.Contains(out, "injected defect") || !strings.Contains(out, "internal error") {
+		t.Fatalf("the defect was not logged:\n%s", out)
 	}
 }
