@@ -236,6 +236,7 @@ func TestTruncatedRecordAtEOF(t *testing.T) {
 			if !errors.Is(err, io.ErrUnexpectedEOF) || s.State() != Failed || s.PeerClosedCleanly() {
 				t.Fatalf("Read = %v, state=%v clean=%v; want io.ErrUnexpectedEOF, Failed", err, s.State(), s.PeerClosedCleanly())
 			}
+			checkDead(t, s, nil)
 		})
 		t.Run(tls.VersionName(v)+"/handshake", func(t *testing.T) {
 			p := testPKI(t)
@@ -253,6 +254,7 @@ func TestTruncatedRecordAtEOF(t *testing.T) {
 			if !errors.Is(err, io.ErrUnexpectedEOF) || s.State() != Failed {
 				t.Fatalf("Handshake = %v, state=%v; want io.ErrUnexpectedEOF, Failed", err, s.State())
 			}
+			checkDead(t, s, hello)
 			waitGoroutines(t, before)
 		})
 	}
