@@ -79,9 +79,19 @@ type process struct {
 // start runs name with args; the process is killed when the test ends.
 func start(t testing.TB, name string, args ...string) *process {
 	t.Helper()
+	return startStdout(t, nil, name, args...)
+}
+
+// startStdout is start with stdout sent to w instead of the captured
+// lines, which then hold stderr alone; a nil w captures both.
+func startStdout(t testing.TB, w io.Writer, name string, args ...string) *process {
+	t.Helper()
 	p := &process{cmd: exec.Command(name, args...), lines: make(chan string, 4096), done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if w != nil {
+		p.cmd.Stdout = w
+	}
 	var err error
 	if p.stdin, err = p.cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
