@@ -59,10 +59,12 @@ request a client certificate for a protected resource. --renegotiation never
 }
 
 func (o *clientOptions) run(cmd *cobra.Command) error {
-	log, err := newLogger(cmd.ErrOrStderr())
+	log, flushLog, err := newLogger(cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
+	defer flushLog()
+	o.common.flushLog = flushLog
 	listen, target, err := o.common.addresses()
 	if err != nil {
 		return err

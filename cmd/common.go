@@ -36,6 +36,7 @@ type commonOptions struct {
 	alpn             []string
 	dryRun           bool
 	status           statusOptions
+	flushLog         func() // writes out buffered log lines; before os.Exit
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -215,6 +216,9 @@ func shutdown(srv *proxy.Server, served <-chan error, sigs <-chan os.Signal, o c
 				continue
 			}
 			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
+			if o.flushLog != nil {
+				o.flushLog()
+			}
 			os.Exit(1)
 		}
 	}

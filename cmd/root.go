@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/diode"
 	"github.com/spf13/cobra"
 )
 
@@ -59,6 +60,10 @@ func Execute() int {
 	return 0
 }
 
+// logBuffer is how many log lines may wait for a slow stderr before lines
+// are dropped.
+const logBuffer = 4096
+
 // usageError marks an error in the command line itself.
 type usageError struct{ err error }
 
@@ -75,18 +80,29 @@ func oneLine(err error) string {
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
-func newLogger(w io.Writer) (zerolog.Logger, error) {
+func newLogger(w io.Writer) (zerolog.Logger, func(), error) {
 	level, err := zerolog.ParseLevel(strings.ToLower(logOpts.level))
 	if err != nil || logOpts.level == "" {
-		return zerolog.Nop(), flagError("log-level", "unknown level %q (want debug, info, warn or error)", logOpts.level)
+		return zerolog.Nop(), nil, flagError("log-level", "unknown level %q (want debug, info, warn or error)", logOpts.level)
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
+	out := w
+	dropped := func(n int) {
+		fmt.Fprintf(w, `{"level":"warn","dropped_log_lines":%d,"message":"log output was too slow; lines were dropped"}`+"\n", n)
+	}
 	switch logOpts.format {
 	case "json":
 	case "console":
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+		dropped = func(n int) { fmt.Fprintf(w, "WRN log output was too slow; %d lines were dropped\n", n) }
 	default:
-		return zerolog.Nop(), flagError("log-format", "unknown format %q (want json or console)", logOpts.format)
+		return zerolog.Nop(), nil, flagError("log-format", "unknown format %q (want json or console)", logOpts.format)
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+	// The event loops log from their own goroutines; a stderr that stops
+	// draining (a stuck log collector) must not stall every connection. Lines
+	// wait in a bounded buffer for a writer goroutine; when it is full they
+	// are dropped and counted. struct{ io.Writer } keeps Close from closing
+	// stderr itself.
+	sink := diode.NewWriter(struct{ io.Writer }{out}, logBuffer, 0, dropped)
+	return zerolog.New(sink).Level(level).With().Timestamp().Logger(), func() { sink.Close() }, nil
 }

@@ -78,10 +78,12 @@ func serverArgs(cmd *cobra.Command, args []string) error {
 }
 
 func (o *serverOptions) run(cmd *cobra.Command) error {
-	log, err := newLogger(cmd.ErrOrStderr())
+	log, flushLog, err := newLogger(cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
+	defer flushLog()
+	o.common.flushLog = flushLog
 	listen, target, err := o.common.addresses()
 	if err != nil {
 		return err

@@ -108,7 +108,10 @@ func (c *conn) report(reason string, err error) {
 	s.Reason, s.Err = reason, err
 	c.l.srv.cfg.Observer.Closed(&s)
 	level := zerolog.InfoLevel
-	if err != nil && reason != "closed" {
+	switch {
+	case errors.Is(err, errClosedSilently):
+		level = zerolog.DebugLevel
+	case err != nil && reason != "closed":
 		level = zerolog.WarnLevel
 	}
 	ev := c.l.srv.cfg.Log.WithLevel(level).

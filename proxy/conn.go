@@ -65,6 +65,7 @@ type conn struct {
 	shaking    bool // counted in Server.shaking
 	headerLeft int  // bytes of the upstream header not yet written
 	queued     bool // in the loop's run-again list
+	heardTLS   bool // a byte arrived on the TLS socket
 	peerAddr   unix.Sockaddr
 }
 
@@ -158,6 +159,10 @@ func (c *conn) handshake() bool {
 	if c.phase == phaseClosed {
 		return false
 	}
+	if c.tls.readEOF && !c.heardTLS && c.mode == ModeServer {
+		c.fail("handshake", errClosedSilently, false)
+		return false
+	}
 	err := c.eng.Handshake()
 	moved = c.flushTLS() || moved
 	switch {
@@ -176,6 +181,12 @@ func (c *conn) handshake() bool {
 		return false
 	}
 }
+
+// errClosedSilently ends a connection whose peer closed it without sending
+// a byte: what TCP health checks and port scans do. It is logged at debug
+// level, so that a probe every few seconds does not fill the logs with
+// warnings; it is still counted as a failed handshake.
+var errClosedSilently = errors.New("peer closed the connection without sending a byte (a TCP health check or port scan)")
 
 // handshakeDone records what was negotiated and moves on: to dialling the
 // upstream in server mode, to relaying in client mode.

@@ -69,6 +69,7 @@ func (c *conn) readTLS() bool {
 		case n > 0:
 			c.eng.Commit(n)
 			c.lastActive = c.l.now
+			c.heardTLS = true
 			moved = true
 			if n < len(space) && !c.tls.hup {
 				c.tls.readable = false

@@ -113,3 +113,44 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 		t.Fatalf("the defect was not logged:\n%s", out)
 	}
 }
+
+// TestSilentCloseLoggedAtDebug: a peer that connects and closes without a
+// byte (a TCP health check) is logged at debug level, while a peer that sent
+// something that is not TLS is still a warning.
+func TestSilentCloseLoggedAtDebug(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	logs := &syncBuffer{}
+	srv, _ := startServer(t, up.addr(), func(c *Config) { c.Log = zerolog.New(logs).Level(zerolog.DebugLevel) })
+	probe, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.Close()
+	junk, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	io.Copy(io.Discard, junk)
+	junk.Close()
+	var silent, garbage string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && (silent == "" || garbage == ""); time.Sleep(20 * time.Millisecond) {
+		for _, line := range strings.Split(logs.String(), "\n") {
+			switch {
+			case strings.Contains(line, "without sending a byte"):
+				silent = line
+			case strings.Contains(line, `"reason":"handshake"`):
+				garbage = line
+			}
+		}
+	}
+	if !strings.Contains(silent, `"level":"debug"`) {
+		t.Errorf("silent close logged as %q, want a debug line", silent)
+	}
+	if !strings.Contains(garbage, `"level":"warn"`) {
+		t.Errorf("non-TLS bytes logged as %q, want a warning", garbage)
+	}
+	if up.accepted.Load() != 0 {
+		t.Errorf("the upstream was dialled %d times for connections that never shook hands", up.accepted.Load())
+	}
+}
