@@ -56,17 +56,18 @@ type conn struct {
 	lastActive time.Time
 	closeSent  bool // close_notify queued
 
-	start      time.Time
-	client     string
-	tlsToPln   int64   // plaintext bytes decrypted and relayed
-	plnToTLS   int64   // plaintext bytes relayed and encrypted
-	tlsInfo    Summary // TLS fields filled in at handshake end
-	handshook  time.Time
-	shaking    bool // counted in Server.shaking
-	headerLeft int  // bytes of the upstream header not yet written
-	queued     bool // in the loop's run-again list
-	heardTLS   bool // a byte arrived on the TLS socket
-	peerAddr   unix.Sockaddr
+	start       time.Time
+	client      string
+	tlsToPln    int64   // plaintext bytes decrypted and relayed
+	plnToTLS    int64   // plaintext bytes relayed and encrypted
+	tlsInfo     Summary // TLS fields filled in at handshake end
+	handshook   time.Time
+	shaking     bool // counted in Server.shaking
+	headerLeft  int  // bytes of the upstream header not yet written
+	queued      bool // in the loop's run-again list
+	heardTLS    bool // a byte arrived on the TLS socket
+	dialAttempt int  // index of the target address being connected to
+	peerAddr    unix.Sockaddr
 }
 
 // newConn starts the life of an accepted socket.
@@ -215,7 +216,7 @@ func (c *conn) handshakeDone() {
 // startDial opens the socket to the far side: the plaintext upstream in
 // server mode, the TLS server in client mode.
 func (c *conn) startDial() {
-	fd, inProgress, err := c.l.srv.cfg.Target.DialNonblocking()
+	fd, inProgress, err := c.l.srv.cfg.Target.DialAddress(c.dialAttempt)
 	if err != nil {
 		c.dialFailed(err)
 		return
@@ -257,9 +258,26 @@ func (c *conn) dialProgress() bool {
 	return true
 }
 
-// dialFailed resets the accepted socket, so its peer sees an error rather
-// than an empty but orderly stream.
+// dialFailed tries the target's next address, if it has one left, within
+// the same connect deadline; otherwise it resets the accepted socket, so its
+// peer sees an error rather than an empty but orderly stream.
 func (c *conn) dialFailed(err error) {
+	if c.dialAttempt+1 < c.l.srv.cfg.Target.Addresses() {
+		c.dialAttempt++
+		if d := c.dialled(); d.fd >= 0 {
+			c.l.remove(d.fd)
+			c.l.closeLater(d.fd)
+			d.fd, d.writable = -1, false
+		}
+		c.startDial()
+		return
+	}
+	c.dialGiveUp(err)
+}
+
+// dialGiveUp resets the accepted socket, so its peer sees an error rather
+// than an empty but orderly stream.
+func (c *conn) dialGiveUp(err error) {
 	c.l.srv.cfg.Observer.DialFailed(err)
 	c.closeWith("dial", err, c.mode == ModeServer, c.mode == ModeClient)
 }
@@ -302,7 +320,7 @@ func (c *conn) onDeadline(now time.Time) {
 	case phaseHandshake:
 		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), c.mode == ModeClient)
 	case phaseDial:
-		c.dialFailed(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
+		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
 	case phaseRelay:
 		idle := c.l.srv.cfg.IdleTimeout
 		if idle <= 0 {

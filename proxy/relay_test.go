@@ -6,13 +6,17 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moat-proxy/moat/upstream"
 )
 
 // TestRelayBothWaysTLS12AndTLS13 checks data both ways with each version.
@@ -286,5 +290,43 @@ func TestMaxConnsRefusesExcess(t *testing.T) {
 	got := make([]byte, 5)
 	if _, err := io.ReadFull(a, got); err != nil || string(got) != "still" {
 		t.Fatalf("existing connection broken: %q %v", got, err)
+	}
+}
+
+// TestDialTriesEveryAddress: when the target's first address refuses the
+// connect, the next one is tried within the same connect deadline, as
+// net.Dial does; when every address refuses, the client is reset once.
+func TestDialTriesEveryAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatalf("Linux routes all of 127.0.0.0/8 to the loopback: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	up := startUpstream(t, "tcp", fmt.Sprintf("127.0.0.2:%d", port), echo)
+	tgt, err := upstream.ParseTarget(fmt.Sprintf("upstream.test:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt.Pin(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
+	srv, ccfg := startServer(t, "127.0.0.1:1", func(c *Config) { c.Target = tgt })
+	c := dialTLS(t, srv, ccfg)
+	c.Write([]byte("ping"))
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("through the second address: %q %v", buf, err)
+	}
+	if up.accepted.Load() != 1 {
+		t.Fatalf("upstream on the second address accepted %d connections, want 1", up.accepted.Load())
+	}
+
+	tgt.Pin(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.3"))
+	c = dialTLS(t, srv, ccfg)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("a client was served although every address refused")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the client was left hanging when every address refused")
 	}
 }

@@ -10,8 +10,13 @@ import (
 // socket. When inProgress is true the caller waits for the socket to become
 // writable and then calls FinishDial. TCP sockets get TCP_NODELAY, since moat
 // relays whatever arrives at once and batching is the peers' business.
-func (t Target) DialNonblocking() (fd int, inProgress bool, err error) {
-	sa, family, err := t.Sockaddr()
+func (t Target) DialNonblocking() (fd int, inProgress bool, err error) { return t.DialAddress(0) }
+
+// DialAddress is DialNonblocking to address i of the target (see
+// Addresses): a connect refused by one address of a host name goes on to
+// the next, as net.Dial does.
+func (t Target) DialAddress(i int) (fd int, inProgress bool, err error) {
+	sa, family, err := t.sockaddr(i)
 	if err != nil {
 		return -1, false, fmt.Errorf("dial %s: %w", t, err)
 	}

@@ -132,6 +132,16 @@ func (t Target) Resolve(ctx context.Context) error {
 	return nil
 }
 
+// Pin makes a host name target connect to addrs, in that order, as if the
+// resolver had answered them (until the next Resolve). For tests and
+// diagnostics.
+func (t Target) Pin(addrs ...netip.Addr) {
+	if t.addrs != nil {
+		a := slices.Clone(addrs)
+		t.addrs.Store(&a)
+	}
+}
+
 // KeepResolved re-resolves a host name target every interval until stop is
 // closed. Failures keep the previous addresses.
 func (t Target) KeepResolved(interval time.Duration, stop <-chan struct{}) {
@@ -158,8 +168,23 @@ func (t Target) KeepResolved(interval time.Duration, stop <-chan struct{}) {
 // ErrNotResolved is returned when a host name target has no addresses yet.
 var ErrNotResolved = errors.New("host name not resolved yet")
 
-// Sockaddr returns the address to connect to.
-func (t Target) Sockaddr() (unix.Sockaddr, int, error) {
+// Sockaddr returns the address to connect to: the first one of a host name.
+func (t Target) Sockaddr() (unix.Sockaddr, int, error) { return t.sockaddr(0) }
+
+// Addresses is how many addresses a connect may try, in order: those of a
+// host name (IPv4 first), or 1.
+func (t Target) Addresses() int {
+	if t.Network == "unix" {
+		return 1
+	}
+	if p := t.addrs.Load(); p != nil {
+		return len(*p)
+	}
+	return 0
+}
+
+// sockaddr returns address i of the target (see Addresses).
+func (t Target) sockaddr(i int) (unix.Sockaddr, int, error) {
 	if t.Network == "unix" {
 		return &unix.SockaddrUnix{Name: t.Address}, unix.AF_UNIX, nil
 	}
@@ -167,7 +192,7 @@ func (t Target) Sockaddr() (unix.Sockaddr, int, error) {
 	if p == nil || len(*p) == 0 {
 		return nil, 0, ErrNotResolved
 	}
-	ip := (*p)[0]
+	ip := (*p)[min(i, len(*p)-1)]
 	if ip.Is4() {
 		return &unix.SockaddrInet4{Port: int(t.port), Addr: ip.As4()}, unix.AF_INET, nil
 	}
