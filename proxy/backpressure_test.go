@@ -35,6 +35,43 @@ func waitStalled(t *testing.T, counter *atomic.Int64) int64 {
 	return 0
 }
 
+// sampleHeld watches what srv holds every 10 ms, for the whole transfer
+// rather than only at the stall, and returns a func that stops it and
+// reports the largest sample and how many were taken.
+func sampleHeld(srv *Server) func() (int64, int) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	var most int64
+	var samples int
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				most = max(most, srv.HeldBytes())
+				samples++
+			}
+		}
+	}()
+	return func() (int64, int) { close(stop); <-done; return most, samples }
+}
+
+// checkHeldThroughout fails the test if any sample exceeded the bound.
+func checkHeldThroughout(t *testing.T, stop func() (int64, int)) {
+	t.Helper()
+	most, samples := stop()
+	t.Logf("largest of %d samples of what moat held during the transfer: %d bytes (bound %d)", samples, most, heldBound)
+	if samples < 10 {
+		t.Fatalf("only %d samples of the held bytes were taken", samples)
+	}
+	if most > heldBound {
+		t.Fatalf("moat held %d bytes at one point during the transfer, bound is %d", most, heldBound)
+	}
+}
+
 // TestSlowUpstreamStopsReadingClient uploads 1 GiB to an upstream that
 // stops reading: moat must stop reading the client, hold no more than its
 // bound, and deliver every byte once the upstream reads again.
@@ -68,6 +105,7 @@ func TestSlowUpstreamStopsReadingClient(t *testing.T) {
 	})
 	srv, ccfg := startServer(t, up.addr(), nil)
 	cl := dialTLS(t, srv, ccfg)
+	stopSampling := sampleHeld(srv)
 
 	var written atomic.Int64
 	wrote := make(chan error, 1)
@@ -101,6 +139,7 @@ func TestSlowUpstreamStopsReadingClient(t *testing.T) {
 	if r.err != nil || r.n != backpressureBytes || r.bad >= 0 {
 		t.Fatalf("upstream got %d bytes (want %d), first bad byte at %d, err %v", r.n, backpressureBytes, r.bad, r.err)
 	}
+	checkHeldThroughout(t, stopSampling)
 }
 
 // TestSlowClientStopsReadingUpstream downloads 1 GiB to a client that stops
@@ -126,6 +165,7 @@ func TestSlowClientStopsReadingUpstream(t *testing.T) {
 	if err := cl.Handshake(); err != nil {
 		t.Fatal(err)
 	}
+	stopSampling := sampleHeld(srv)
 
 	stalledAt := waitStalled(t, &written)
 	held := srv.HeldBytes()
@@ -157,4 +197,5 @@ func TestSlowClientStopsReadingUpstream(t *testing.T) {
 	if err := <-wrote; err != nil {
 		t.Fatalf("upstream write: %v", err)
 	}
+	checkHeldThroughout(t, stopSampling)
 }

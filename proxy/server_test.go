@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/moat-proxy/moat/upstream"
 )
@@ -152,5 +153,47 @@ func TestSilentCloseLoggedAtDebug(t *testing.T) {
 	}
 	if up.accepted.Load() != 0 {
 		t.Errorf("the upstream was dialled %d times for connections that never shook hands", up.accepted.Load())
+	}
+}
+
+// TestNoDelayOnBothSockets: moat relays whatever arrives at once, so both
+// of a connection's TCP sockets carry TCP_NODELAY (Nagle would hold a small
+// reply back for up to a round trip).
+func TestNoDelayOnBothSockets(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	srv, ccfg := startServer(t, up.addr(), nil)
+	c := dialTLS(t, srv, ccfg)
+	c.Write([]byte("ping"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	type opts struct{ tls, pln int }
+	got := make(chan []opts, len(srv.loops))
+	for _, l := range srv.loops {
+		l.post(func() {
+			var all []opts
+			seen := map[*conn]bool{}
+			for _, c := range l.conns {
+				if seen[c] {
+					continue
+				}
+				seen[c] = true
+				a, _ := unix.GetsockoptInt(c.tls.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+				b, _ := unix.GetsockoptInt(c.pln.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+				all = append(all, opts{a, b})
+			}
+			got <- all
+		})
+	}
+	var conns []opts
+	for range srv.loops {
+		conns = append(conns, <-got...)
+	}
+	if len(conns) != 1 {
+		t.Fatalf("found %d connections on the loops, want 1", len(conns))
+	}
+	if conns[0].tls != 1 || conns[0].pln != 1 {
+		t.Fatalf("TCP_NODELAY: client socket %d, upstream socket %d; want 1 and 1", conns[0].tls, conns[0].pln)
 	}
 }
