@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-	"github.com/rs/zerolog/diode"
 	"github.com/spf13/cobra"
 )
 
@@ -87,22 +86,19 @@ func newLogger(w io.Writer) (zerolog.Logger, func(), error) {
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	out := w
-	dropped := func(n int) {
+	dropped := func(w io.Writer, n int64) {
 		fmt.Fprintf(w, `{"level":"warn","dropped_log_lines":%d,"message":"log output was too slow; lines were dropped"}`+"\n", n)
 	}
 	switch logOpts.format {
 	case "json":
 	case "console":
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
-		dropped = func(n int) { fmt.Fprintf(w, "WRN log output was too slow; %d lines were dropped\n", n) }
+		dropped = func(_ io.Writer, n int64) { fmt.Fprintf(w, "WRN log output was too slow; %d lines were dropped\n", n) }
 	default:
 		return zerolog.Nop(), nil, flagError("log-format", "unknown format %q (want json or console)", logOpts.format)
 	}
 	// The event loops log from their own goroutines; a stderr that stops
-	// draining (a stuck log collector) must not stall every connection. Lines
-	// wait in a bounded buffer for a writer goroutine; when it is full they
-	// are dropped and counted. struct{ io.Writer } keeps Close from closing
-	// stderr itself.
-	sink := diode.NewWriter(struct{ io.Writer }{out}, logBuffer, 0, dropped)
-	return zerolog.New(sink).Level(level).With().Timestamp().Logger(), func() { sink.Close() }, nil
+	// draining must not stall their connections (see logSink).
+	sink := newLogSink(out, logBuffer, dropped)
+	return zerolog.New(sink).Level(level).With().Timestamp().Logger(), sink.Close, nil
 }
