@@ -39,8 +39,7 @@ func (l *loop) accept() {
 			l.logLimit("connection refused: "+refusalHelp[reason], nil)
 			continue
 		}
-		l.srv.active.Add(1)
-		l.newConn(fd, sa)
+		l.newConn(fd, sa) // admit counted it in active
 	}
 }
 

@@ -41,14 +41,20 @@ func (b *tokenBucket) allow(now time.Time) bool {
 // admit decides whether a new connection may start; it returns the refusal
 // reason, or "" to admit.
 func (s *Server) admit(now time.Time) string {
-	if max := s.cfg.MaxConns; max > 0 && s.active.Load() >= int64(max) {
-		return "max-conns"
+	// The slot is taken before it is checked, so that loops accepting at
+	// the same moment cannot together go over --max-concurrent-conns.
+	n := s.active.Add(1)
+	reason := ""
+	switch {
+	case s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns):
+		reason = "max-conns"
+	case s.cfg.MaxHandshakes > 0 && s.shaking.Load() >= int64(s.cfg.MaxHandshakes):
+		reason = "max-handshakes"
+	case !s.rate.allow(now):
+		reason = "handshake-rate"
 	}
-	if max := s.cfg.MaxHandshakes; max > 0 && s.shaking.Load() >= int64(max) {
-		return "max-handshakes"
+	if reason != "" {
+		s.active.Add(-1)
 	}
-	if !s.rate.allow(now) {
-		return "handshake-rate"
-	}
-	return ""
+	return reason
 }
