@@ -26,6 +26,7 @@ type serverOptions struct {
 	caFile      string
 	policy      certs.Policy
 	proxyProto  string
+	tickets     bool
 }
 
 func init() { extraCommands = append(extraCommands, newServerCommand) }
@@ -61,6 +62,7 @@ it off explicitly.`,
 	f.BoolVar(&o.policy.AllowAll, "allow-all", false, "allow any client whose certificate chains to --cacert")
 	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
+	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return cmd
 }
 
@@ -104,6 +106,7 @@ func (o *serverOptions) run(cmd *cobra.Command) error {
 			Time("not_after", leaf.NotAfter).Msg("serving a self-signed certificate generated at start-up; clients will not trust it")
 	}
 	tlsConfig := src.ServerTLSConfig(o.policy, !o.disableAuth)
+	tlsConfig.SessionTicketsDisabled = !o.tickets
 	cfg := o.common.proxyConfig(proxy.ModeServer, listen, target, tlsConfig, log)
 	if err := o.proxyProtocol(&cfg); err != nil {
 		return err
