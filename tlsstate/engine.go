@@ -16,6 +16,10 @@ var (
 	ErrWantWrite = errors.New("tlsstate: want write")
 	// ErrClosed is returned by Write after CloseWrite, and by any call after Close.
 	ErrClosed = errors.New("tlsstate: closed")
+	// ErrPanic wraps a panic raised during a handshake, in crypto/tls or in a
+	// callback of the tls.Config; the engine is Failed and the stack is in
+	// the error's text.
+	ErrPanic = errors.New("tlsstate: internal error: panic during the handshake")
 )
 
 // State is where an Engine is in the connection's life.

@@ -303,3 +303,43 @@ func waitGoroutines(t *testing.T, want int) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestPanicInHandshakeCallbackFailsOnlyThatEngine: a tls.Config callback
+// that panics (a defect in the code behind it) fails that handshake with
+// ErrPanic; the caller is not blocked, Close works, and another engine on
+// the same config shakes hands.
+func TestPanicInHandshakeCallbackFailsOnlyThatEngine(t *testing.T) {
+	p := testPKI(t)
+	srvCfg, cliCfg := p.configs(tls.VersionTLS13, p.small, false)
+	var calls atomic.Int32
+	cert := srvCfg.Certificates[0]
+	srvCfg.Certificates = nil
+	srvCfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if calls.Add(1) == 1 {
+			var m map[string]int
+			m["boom"]++ // nil map: panics
+		}
+		return &cert, nil
+	}
+	bad := &link{t: t, a: Client(cliCfg, Options{}), b: Server(srvCfg, Options{}), window: 1 << 20}
+	bad.a.Handshake()
+	bad.move(bad.a, bad.b)
+	err := bad.b.Handshake()
+	if !errors.Is(err, ErrPanic) || !strings.Contains(err.Error(), "nil map") {
+		t.Fatalf("server handshake after a panicking GetCertificate: %v, want ErrPanic with the panic's text", err)
+	}
+	if bad.b.State() != Failed {
+		t.Fatalf("state %v after the panic, want Failed", bad.b.State())
+	}
+	if _, err := bad.b.Read(make([]byte, 1)); !errors.Is(err, ErrPanic) {
+		t.Fatalf("Read after the panic: %v, want the same error", err)
+	}
+	bad.b.Close()
+	bad.a.Close()
+
+	good := &link{t: t, a: Client(cliCfg, Options{}), b: Server(srvCfg, Options{}), window: 1 << 20}
+	good.handshake()
+	good.send(good.a, good.b, []byte("after the panic"))
+	good.a.Close()
+	good.b.Close()
+}

@@ -1,6 +1,10 @@
 package tlsstate
 
-import "net"
+import (
+	"fmt"
+	"net"
+	"runtime/debug"
+)
 
 // worker runs one crypto/tls handshake (the initial one, or a TLS 1.2 client
 // renegotiation) on its own goroutine. crypto/tls cannot resume a handshake
@@ -31,11 +35,19 @@ func startWorker(b *bio, fn func(*worker) error) *worker {
 }
 
 // handshakeWorker is a named function so that goroutine dumps say what a
-// parked engine goroutine is doing.
+// parked engine goroutine is doing. The handshake runs the caller's
+// callbacks (GetCertificate, VerifyConnection and the like): a panic in one
+// of them fails this handshake with an error, instead of ending the process
+// with every other connection in it.
 func handshakeWorker(w *worker, fn func(*worker) error) {
+	defer func() {
+		if r := recover(); r != nil {
+			w.err = fmt.Errorf("%w: %v\n%s", ErrPanic, r, debug.Stack())
+		}
+		w.done = true
+		w.parked <- struct{}{}
+	}()
 	w.err = fn(w)
-	w.done = true
-	w.parked <- struct{}{}
 }
 
 // park is called on the worker goroutine by the BIO when it has no input.
