@@ -34,6 +34,7 @@ type commonOptions struct {
 	maxHandshakes    int
 	handshakeRate    int
 	alpn             []string
+	keepAlive        time.Duration
 	dryRun           bool
 	status           statusOptions
 	flushLog         func() // writes out buffered log lines; before os.Exit
@@ -51,6 +52,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.IntVar(&o.maxHandshakes, "max-concurrent-handshakes", 4096, "most TLS handshakes in flight at once; more connections are refused (0 = no cap)")
 	f.IntVar(&o.handshakeRate, "max-handshake-rate", 0, "most new TLS handshakes per second; more connections are refused (0 = no limit)")
 	f.StringSliceVar(&o.alpn, "alpn", nil, "ALPN protocols to offer, in order of preference, e.g. h2,http/1.1")
+	f.DurationVar(&o.keepAlive, "tcp-keepalive", 30*time.Second, "TCP keepalive on the TLS side's socket: first probe after this much silence, then every third of it; three unanswered probes reset the connection (0 = off)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "check the flags, load the certificates and resolve --target, then exit without listening (0 = the same command would start)")
 	o.status.register(f)
 }
@@ -76,7 +78,7 @@ func (o *commonOptions) addresses() (listen, target upstream.Target, err error) 
 		name string
 		v    time.Duration
 	}{{"handshake-timeout", o.handshakeTimeout}, {"idle-timeout", o.idleTimeout}, {"connect-timeout", o.connectTimeout},
-		{"shutdown-timeout", o.shutdownTimeout}, {"shutdown-delay", o.shutdownDelay}} {
+		{"shutdown-timeout", o.shutdownTimeout}, {"shutdown-delay", o.shutdownDelay}, {"tcp-keepalive", o.keepAlive}} {
 		if d.v < 0 {
 			return listen, target, flagError(d.name, "must not be negative")
 		}
@@ -101,7 +103,7 @@ func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target upstream.Tar
 	return proxy.Config{
 		Mode: mode, Listen: listen, Target: target, TLS: tlsConfig,
 		HandshakeTimeout: o.handshakeTimeout, ConnectTimeout: o.connectTimeout,
-		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log,
+		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log, KeepAlive: o.keepAlive,
 		MaxHandshakes: o.maxHandshakes, HandshakeRate: o.handshakeRate,
 	}
 }

@@ -82,6 +82,9 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 		accepted = &c.pln
 	}
 	accepted.fd, accepted.readable, accepted.writable = fd, true, true
+	if c.mode == ModeServer && isInet(sa) {
+		setKeepAlive(fd, l.srv.cfg.KeepAlive)
+	}
 	if err := l.add(fd, c); err != nil {
 		unix.Close(fd)
 		l.srv.active.Add(-1)
@@ -223,6 +226,9 @@ func (c *conn) startDial() {
 	}
 	dialled := c.dialled()
 	dialled.fd, dialled.writable = fd, !inProgress
+	if c.mode == ModeClient && c.l.srv.cfg.Target.Network == "tcp" {
+		setKeepAlive(fd, c.l.srv.cfg.KeepAlive)
+	}
 	if err := c.l.add(fd, c); err != nil {
 		unix.Close(fd)
 		dialled.fd = -1

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -101,11 +102,32 @@ func (ln *listener) acceptOne() (int, unix.Sockaddr, error) {
 	if err != nil {
 		return -1, nil, err
 	}
-	switch sa.(type) {
-	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+	if isInet(sa) {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
 	return fd, sa, nil
+}
+
+// isInet reports whether sa is a TCP peer (not a unix socket).
+func isInet(sa unix.Sockaddr) bool {
+	switch sa.(type) {
+	case *unix.SockaddrInet4, *unix.SockaddrInet6:
+		return true
+	}
+	return false
+}
+
+// setKeepAlive turns on TCP keepalive on fd as Config.KeepAlive describes.
+// A unix socket refuses the options, which is harmless.
+func setKeepAlive(fd int, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	idle := max(1, int(d/time.Second))
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, idle)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, max(1, idle/3))
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3)
 }
 
 // sockaddrString formats a peer address for logs.

@@ -60,6 +60,11 @@ type Config struct {
 	IdleTimeout      time.Duration // no bytes either way; 0 = none
 	MaxConns         int           // concurrent connections; 0 = limited by file descriptors
 	ListenMode       uint32        // permission bits of a unix listening socket; 0 = umask
+	// KeepAlive turns on TCP keepalive on the TLS side's socket (the peer
+	// across the network): the first probe after KeepAlive of silence,
+	// then every KeepAlive/3, and the connection is reset after three
+	// unanswered probes. 0 = off. The plaintext side is local.
+	KeepAlive time.Duration
 
 	// MaxHandshakes caps handshakes in flight; connections over it are
 	// closed at accept. 0 = no cap.

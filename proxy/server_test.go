@@ -158,17 +158,18 @@ func TestSilentCloseLoggedAtDebug(t *testing.T) {
 
 // TestNoDelayOnBothSockets: moat relays whatever arrives at once, so both
 // of a connection's TCP sockets carry TCP_NODELAY (Nagle would hold a small
-// reply back for up to a round trip).
+// reply back for up to a round trip); the client's socket also carries the
+// configured TCP keepalive.
 func TestNoDelayOnBothSockets(t *testing.T) {
 	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
-	srv, ccfg := startServer(t, up.addr(), nil)
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) { c.KeepAlive = 45 * time.Second })
 	c := dialTLS(t, srv, ccfg)
 	c.Write([]byte("ping"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
 		t.Fatal(err)
 	}
-	type opts struct{ tls, pln int }
+	type opts struct{ tls, pln, keepalive, idle, intvl, cnt, plnKeepalive int }
 	got := make(chan []opts, len(srv.loops))
 	for _, l := range srv.loops {
 		l.post(func() {
@@ -179,9 +180,16 @@ func TestNoDelayOnBothSockets(t *testing.T) {
 					continue
 				}
 				seen[c] = true
-				a, _ := unix.GetsockoptInt(c.tls.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
-				b, _ := unix.GetsockoptInt(c.pln.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
-				all = append(all, opts{a, b})
+				get := func(fd, level, opt int) int { v, _ := unix.GetsockoptInt(fd, level, opt); return v }
+				all = append(all, opts{
+					tls:          get(c.tls.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY),
+					pln:          get(c.pln.fd, unix.IPPROTO_TCP, unix.TCP_NODELAY),
+					keepalive:    get(c.tls.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE),
+					idle:         get(c.tls.fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE),
+					intvl:        get(c.tls.fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL),
+					cnt:          get(c.tls.fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT),
+					plnKeepalive: get(c.pln.fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE),
+				})
 			}
 			got <- all
 		})
@@ -195,5 +203,11 @@ func TestNoDelayOnBothSockets(t *testing.T) {
 	}
 	if conns[0].tls != 1 || conns[0].pln != 1 {
 		t.Fatalf("TCP_NODELAY: client socket %d, upstream socket %d; want 1 and 1", conns[0].tls, conns[0].pln)
+	}
+	// Keepalive is for the peer across the network only: 45 s of silence,
+	// then probes every 15 s, three of them.
+	if o := conns[0]; o.keepalive != 1 || o.idle != 45 || o.intvl != 15 || o.cnt != 3 || o.plnKeepalive != 0 {
+		t.Fatalf("keepalive on the client socket: on=%d idle=%d interval=%d count=%d, on the upstream socket %d; want 1 45 15 3 and 0",
+			o.keepalive, o.idle, o.intvl, o.cnt, o.plnKeepalive)
 	}
 }
