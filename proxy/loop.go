@@ -140,12 +140,16 @@ func (l *loop) run() {
 	}
 }
 
+// dispatch routes one epoll event. The listener's fd number is only the
+// listener's while this loop accepts: once every loop has stopped accepting
+// the listener is closed, and the next socket a loop opens (an upstream
+// dial) may reuse the number; its events belong to that connection.
 func (l *loop) dispatch(fd int, events uint32) {
-	switch fd {
-	case l.evfd:
+	switch {
+	case fd == l.evfd:
 		l.runTasks()
-	case l.srv.ln.fd:
-		if l.accepting && l.acceptPaused.IsZero() {
+	case l.accepting && fd == l.srv.ln.fd:
+		if l.acceptPaused.IsZero() {
 			l.accept()
 		}
 	default:
