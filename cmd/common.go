@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"go/version"
 	"os"
 	"os/signal"
@@ -209,7 +210,9 @@ func shutdown(srv *proxy.Server, served <-chan error, sigs <-chan os.Signal, o c
 		case err := <-done:
 			<-served
 			if errors.Is(err, context.DeadlineExceeded) {
-				log.Warn().Msg("shutdown timeout reached; remaining connections closed")
+				// Exit 1: a supervisor should know that streams were cut.
+				log.Warn().Err(err).Msg("shutdown timeout reached; remaining connections reset")
+				return fmt.Errorf("--shutdown-timeout %s reached: %w", o.shutdownTimeout, err)
 			}
 			log.Info().Msg("moat stopped")
 			return nil

@@ -43,9 +43,11 @@ func (c *conn) recoverPanic() {
 }
 
 // abort ends a connection for a reason of moat's own (idle or shutdown
-// timeout). A quiet connection gets close_notify and clean closes; one with
-// data still in moat's hands is reset on both sides, so that neither peer
-// mistakes the cut for a complete stream.
+// timeout). A connection cut at the shutdown deadline is reset on both
+// sides whatever it holds: moat cannot know that a stream that paused was
+// complete, so neither peer may take the cut for an orderly end. An idle
+// connection gets close_notify and clean closes, unless data is still in
+// moat's hands, when it is reset too.
 func (c *conn) abort(err error) {
 	if c.phase == phaseClosed {
 		return
@@ -54,7 +56,7 @@ func (c *conn) abort(err error) {
 	if errors.Is(err, errClosedByShutdown) {
 		reason = "shutdown"
 	}
-	if c.toPlain.Len() > 0 || c.toTLS.Len() > 0 || c.eng.Buffered() > 0 {
+	if reason == "shutdown" || c.toPlain.Len() > 0 || c.toTLS.Len() > 0 || c.eng.Buffered() > 0 {
 		c.closeWith(reason, err, true, true)
 		return
 	}

@@ -171,7 +171,8 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // Shutdown stops accepting, then waits for open connections to finish until
-// ctx ends, when it closes the rest. It returns ctx.Err() in that case.
+// ctx ends, when it resets the rest. It then returns an error that wraps
+// ctx.Err() and says how many connections were cut.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopListening()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -179,8 +180,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for s.active.Load() > 0 {
 		select {
 		case <-ctx.Done():
+			cut := s.active.Load()
 			s.closeAll()
-			return ctx.Err()
+			return fmt.Errorf("%d connection(s) still open at the shutdown deadline were reset: %w", cut, ctx.Err())
 		case <-tick.C:
 		}
 	}
