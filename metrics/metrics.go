@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/tlsstate"
 )
 
 // Metrics holds moat's collectors and implements proxy.Observer.
@@ -105,9 +106,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.refusedChild(r) // exported as 0 from the start, like the handshake reasons
 	}
 
+	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "moat_tls_buffer_bytes",
+		Help: "Bytes of TLS input and output buffers held by connections now; an idle connection holds none."},
+		func() float64 { return float64(tlsstate.BufferBytes()) })
+
 	if reg != nil {
 		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
-			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads,
+			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads, buffers,
 			collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	return m

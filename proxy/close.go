@@ -81,6 +81,7 @@ func (c *conn) closeWith(reason string, err error, resetTLS, resetPlain bool) {
 	c.closeSide(&c.tls, resetTLS)
 	c.closeSide(&c.pln, resetPlain)
 	c.eng.Close()
+	c.eng.Consume(c.eng.Pending()) // an alert that could not be sent: give the buffer back
 	c.toPlain.Free()
 	c.toTLS.Free()
 	c.report(reason, err)

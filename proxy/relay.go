@@ -65,9 +65,12 @@ func (c *conn) readTLS() bool {
 			break
 		}
 		n, err := unix.Read(c.tls.fd, space)
+		// Commit on every outcome, EAGAIN included: an uncommitted
+		// InputSpace pins the engine's input buffer, and a connection
+		// waiting for its peer must hold none.
+		c.eng.Commit(max(n, 0))
 		switch {
 		case n > 0:
-			c.eng.Commit(n)
 			c.lastActive = c.l.now
 			c.heardTLS = true
 			moved = true

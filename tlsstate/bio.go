@@ -146,7 +146,11 @@ func (b *bio) Write(p []byte) (int, error) {
 		buf = buf[:copy(buf, buf[b.o:])]
 		b.o = 0
 	}
+	before := cap(buf)
 	*b.out = append(buf, p...)
+	if after := cap(*b.out); after != before {
+		grewOutput(before, after)
+	}
 	return len(p), nil
 }
 

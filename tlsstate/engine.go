@@ -114,7 +114,9 @@ func Client(cfg *tls.Config, o Options) *Engine {
 
 // InputSpace returns free space to read ciphertext into, for a read(2)
 // straight into the engine; call Commit with the count. It is empty when
-// 64 KiB are already held.
+// 64 KiB are already held. Call Commit after every read, with 0 when it
+// returned nothing (EAGAIN, EOF or an error): until then the buffer stays
+// taken, and an idle engine must hold none.
 func (e *Engine) InputSpace() []byte {
 	if e.closed {
 		return nil
