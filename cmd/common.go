@@ -143,6 +143,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	keepMemoryInLimit(ctx, log)
 	go cfg.Target.KeepResolved(30*time.Second, ctx.Done())
 	if src != nil {
 		go src.Watch(ctx, onReload)

@@ -20,6 +20,7 @@
 package status
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,7 @@ type Config struct {
 	Addr        string              // host:port; an empty host listens on every address
 	Gatherer    prometheus.Gatherer // what /metrics serves; nil = no /metrics
 	EnablePprof bool                // serve /debug/pprof/*; off by default, it exposes internals
+	MaxConns    int                 // most connections open at once; 0 = DefaultMaxConns
 
 	// Draining reports that shutdown has begun; readiness then fails at
 	// once, so the load balancer stops sending before the listener closes.
@@ -51,9 +53,10 @@ type Config struct {
 
 // Server is the status HTTP server. New binds its socket; Serve serves it.
 type Server struct {
-	cfg  Config
-	ln   net.Listener
-	http *http.Server
+	cfg   Config
+	ln    net.Listener
+	limit *connLimit
+	http  *http.Server
 }
 
 // ErrBadAddress is wrapped by New's error for an address that does not
@@ -70,14 +73,47 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
-	s := &Server{cfg: cfg, ln: ln}
+	lim := newConnLimit(ln, cmp.Or(cfg.MaxConns, DefaultMaxConns), evictGrace)
+	s := &Server{cfg: cfg, ln: lim, limit: lim}
 	s.http = &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       time.Minute,
+		Handler:           lim.serving(s.routes()),
+		ConnContext:       lim.connContext,
+		ConnState:         lim.track,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
 	}
 	return s, nil
 }
+
+// What one peer of the status port may cost. Probes and scrapes send a
+// few hundred bytes of header at once, so these bound a flood long before
+// they bother a real client; net/http allows 1 MiB of header by default,
+// which let a few hundred connections run moat out of memory.
+const (
+	// DefaultMaxConns is the connection cap when Config.MaxConns is 0:
+	// far more than kubelets and scrapers hold open, few enough that the
+	// connections cost a couple of megabytes and 64 goroutines at most.
+	DefaultMaxConns = 64
+	maxHeaderBytes  = 8 << 10
+	// evictGrace is how long a connection may wait for its request before
+	// a newer one can take its slot: ample for a probe's request already
+	// sent, and it caps a flood at DefaultMaxConns/evictGrace connections a
+	// second.
+	evictGrace        = 100 * time.Millisecond
+	readHeaderTimeout = 5 * time.Second
+	// readTimeout bounds the whole request; the routes take no body. It
+	// does not cut a long pprof profile short: net/http lifts the read
+	// deadline once the handler runs.
+	readTimeout = 10 * time.Second
+	// writeTimeout bounds the answer: three times /metrics' own scrape
+	// timeout. The pprof handlers that run for ?seconds= add that to it
+	// themselves.
+	writeTimeout = 30 * time.Second
+	idleTimeout  = time.Minute
+)
 
 // CheckAddr reports, wrapping ErrBadAddress, an address New would refuse
 // before binding.
