@@ -17,6 +17,9 @@ import (
 // A wildcard stands for a whole path segment; "**" may only be the last one.
 // The scheme and the authority (the trust domain) are always literal, so a
 // rule can never admit another trust domain.
+//
+// A spiffe:// URI matches nothing unless it is a valid SPIFFE ID (see
+// checkSPIFFEID), and a spiffe:// rule must be able to match a valid one.
 
 // CheckURIPattern says why p cannot be an --allow-uri rule, or returns nil.
 func CheckURIPattern(p string) error {
@@ -40,11 +43,37 @@ func CheckURIPattern(p string) error {
 			return fmt.Errorf("%q: a wildcard must be a whole path segment (/*/ for one segment, /** at the end for the rest)", p)
 		}
 	}
+	if isSPIFFE(p) {
+		if err := checkSPIFFEID(shortestMatch(p)); err != nil {
+			return fmt.Errorf("%q: could only match invalid SPIFFE IDs, which are always refused: %w", p, err)
+		}
+	}
 	return nil
+}
+
+// shortestMatch is the shortest URI a valid pattern p matches: "x", a valid
+// SPIFFE path segment, for each wildcard. When it is not a valid SPIFFE ID,
+// no match of p is: every match shares its literal parts and is at least as
+// long.
+func shortestMatch(p string) string {
+	prefix, path, _ := splitAfterAuthority(p)
+	if !strings.Contains(path, "*") {
+		return p
+	}
+	segs := strings.Split(path, "/")
+	for i, s := range segs {
+		if s == "*" || s == "**" {
+			segs[i] = "x"
+		}
+	}
+	return prefix + "/" + strings.Join(segs, "/")
 }
 
 // matchURI reports whether uri matches the rule pattern (see CheckURIPattern).
 func matchURI(pattern, uri string) bool {
+	if isSPIFFE(uri) && checkSPIFFEID(uri) != nil {
+		return false
+	}
 	if !strings.Contains(pattern, "*") {
 		return pattern == uri
 	}

@@ -15,6 +15,8 @@ import (
 // is allowed when it matches any one rule: its subject CN, any of its OUs,
 // any DNS SAN equals an entry exactly, or any URI SAN (such as a SPIFFE ID)
 // matches an entry: exactly, or through path wildcards (see CheckURIPattern).
+// A certificate naming an invalid SPIFFE ID is refused before any rule is
+// consulted (see checkCertSPIFFEIDs).
 // An empty Policy allows nobody, so a forgotten flag fails closed; AllowAll
 // lets in any certificate that chains to the CA bundle.
 type Policy struct {
@@ -56,7 +58,7 @@ const (
 	ReasonUnknownCA  Reason = "unknown-ca"  // does not chain to the CA bundle
 	ReasonExpired    Reason = "expired"     // outside its validity period
 	ReasonNotAllowed Reason = "not-allowed" // verified, but no Policy rule matches
-	ReasonBadCert    Reason = "bad-cert"    // anything else: wrong key usage, malformed
+	ReasonBadCert    Reason = "bad-cert"    // anything else: wrong key usage, malformed, an invalid SPIFFE ID
 )
 
 // AuthError is why a client was refused. errors.As(err, new(tls.AlertError))
@@ -199,6 +201,12 @@ func verifyClient(pool *x509.CertPool, p Policy, chain []*x509.Certificate, now 
 	}
 	if _, err := leaf.Verify(opts); err != nil {
 		return &AuthError{Reason: verifyReason(err), Identity: id, Err: err}
+	}
+	if err := checkCertSPIFFEIDs(leaf); err != nil {
+		// A malformed identity, not a policy decision: refused under any
+		// rules, --allow-all included, and reported as the certificate's
+		// fault so that the operator looks at its issuer, not at the flags.
+		return &AuthError{Reason: ReasonBadCert, Identity: id, Err: err}
 	}
 	if !p.allows(leaf) {
 		return &AuthError{Reason: ReasonNotAllowed, Identity: id, Err: errors.New("no allow rule matches")}

@@ -50,6 +50,7 @@ func TestBadInputExitsWithOneLine(t *testing.T) {
 		{"port in use", append([]string{"--listen", busy.Addr().String(), "--cert", f.Cert, "--key", f.Key}, ok...), "address already in use", ""},
 		{"no authentication choice", []string{"--listen", "127.0.0.1:0", "--cert", f.Cert, "--key", f.Key, "--target", "127.0.0.1:9"}, "--disable-authentication", ""},
 		{"allow without CA", []string{"--listen", "127.0.0.1:0", "--cert", f.Cert, "--key", f.Key, "--target", "127.0.0.1:9", "--allow-cn", "x"}, "--cacert", ""},
+		{"allow-uri matching only invalid SPIFFE IDs", []string{"--listen", "127.0.0.1:0", "--cert", f.Cert, "--key", f.Key, "--target", "127.0.0.1:9", "--cacert", f.CA, "--allow-uri", "spiffe://td/ns/../**"}, "--allow-uri", "spiffe://td/ns/../**"},
 		{"bad log level", append([]string{"--listen", "127.0.0.1:0", "--cert", f.Cert, "--key", f.Key, "--log-level", "loud"}, ok...), "--log-level", ""},
 		// Unreadable files: the tests run as root, who reads any file
 		// whatever its mode, so a directory stands in for one.

@@ -201,6 +201,55 @@ func TestMutualTLSAllowRulesWithCurl(t *testing.T) {
 	}
 }
 
+// TestInvalidSPIFFEIDRefusedWithCurl: under --allow-uri spiffe://td/**, a
+// client certificate from the trusted CA whose URI SAN is the invalid SPIFFE
+// ID spiffe://td/ns/../sa/x is refused during the handshake as bad-cert (the
+// certificate is malformed; no rule was consulted), and counted so; a
+// certificate with a valid ID reaches the upstream.
+func TestInvalidSPIFFEIDRefusedWithCurl(t *testing.T) {
+	curl := needTool(t, "curl")
+	ca := newPKI(t, "moat e2e CA")
+	srvCert, srvKey := ca.serverCert(t)
+	withURI := func(name, uri string) (string, string) {
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ca.issue(t, name, func(c *x509.Certificate) { c.URIs = []*url.URL{u} })
+	}
+	up := startUpstream(t, upperEcho)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ops := &opsServer{status: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	m := startMoat(t, "server", "--listen", addr, "--target", up.addr(), "--cert", srvCert, "--key", srvKey,
+		"--cacert", ca.file, "--allow-uri", "spiffe://td/**", "--status", ops.status)
+	request := func(cert, key string) error {
+		return exec.Command(curl, "-sS", "--max-time", "10", "--cacert", ca.file, "--cert", cert, "--key", key,
+			"--data-binary", "ping", "https://"+addr+"/").Run()
+	}
+
+	cert, key := withURI("dot-dot", "spiffe://td/ns/../sa/x")
+	if err := request(cert, key); err == nil {
+		t.Fatal("a client whose SPIFFE ID has a .. segment got through")
+	}
+	if n := up.accepted.Load(); n != 0 {
+		t.Fatalf("the upstream saw %d connections for the refused client", n)
+	}
+	m.waitFor(t, `"auth_refused":"bad-cert"`, 5*time.Second)
+	if !strings.Contains(m.output(), "not a valid SPIFFE ID") {
+		t.Errorf("the refusal's log line does not say why:\n%s", m.output())
+	}
+
+	cert, key = withURI("valid", "spiffe://td/ns/shop/sa/x")
+	request(cert, key) // the upstream answers upper-cased, not HTTP: curl fails after the bytes went through
+	if n := up.accepted.Load(); n != 1 {
+		t.Fatalf("a client with a valid SPIFFE ID under spiffe://td/**: the upstream saw %d connections, want 1", n)
+	}
+	fams := ops.metrics(t)
+	if got := value(fams, "moat_handshake_errors_total", map[string]string{"reason": "bad-cert"}); got != 1 {
+		t.Errorf(`moat_handshake_errors_total{reason="bad-cert"} = %v, want 1`, got)
+	}
+}
+
 // mtlsClient is a client certificate of TestMutualTLSAllowRulesWithCurl.
 type mtlsClient struct {
 	name       string

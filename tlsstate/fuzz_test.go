@@ -2,6 +2,7 @@ package tlsstate
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -38,6 +39,9 @@ func FuzzServerEngine(f *testing.F) {
 		}
 		e.FeedEOF()
 		fuzzStep(t, e)
+		if errors.Is(e.Err(), ErrPanic) {
+			t.Fatalf("panic inside the engine: %v", e.Err())
+		}
 		if e.State() != Failed || e.Err() == nil {
 			t.Fatalf("after EOF: state=%v err=%v, want Failed", e.State(), e.Err())
 		}
