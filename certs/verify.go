@@ -133,7 +133,9 @@ func (s *Source) ServerVerifier(p Policy) func(tls.ConnectionState) error {
 }
 
 // ServerTLSConfig is a server tls.Config (TLS 1.2 and up) serving the
-// Source's certificate. With requireClientCert, every handshake must present
+// Source's certificate. A client whose server name (SNI) CheckServerName
+// refuses is sent unrecognized_name (112) and the handshake ends there (see
+// AsServerNameError). With requireClientCert, every handshake must present
 // a client certificate that chains, for client authentication, to the CA
 // bundle in service when the handshake starts, and is allowed by p; a CA
 // bundle reload applies to the next handshake and to resumed sessions.
@@ -141,7 +143,14 @@ func (s *Source) ServerVerifier(p Policy) func(tls.ConnectionState) error {
 // (--disable-authentication).
 func (s *Source) ServerTLSConfig(p Policy, requireClientCert bool) *tls.Config {
 	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLS12CipherSuites, GetCertificate: s.GetCertificate}
+	refused := refuseServerName(base)
 	if !requireClientCert {
+		base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+			if CheckServerName(hello.ServerName) != nil {
+				return refused, nil
+			}
+			return nil, nil // base itself
+		}
 		return base
 	}
 	// Fail closed on our own verifier should the per-handshake config below
@@ -149,7 +158,10 @@ func (s *Source) ServerTLSConfig(p Policy, requireClientCert bool) *tls.Config {
 	base.ClientAuth = tls.RequireAnyClientCert
 	base.VerifyConnection = s.ServerVerifier(p)
 	var cache atomic.Pointer[handshakeConfig]
-	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+	base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		if CheckServerName(hello.ServerName) != nil {
+			return refused, nil
+		}
 		m := s.current.Load()
 		if hc := cache.Load(); hc != nil && hc.m == m {
 			return hc.cfg, nil

@@ -2,7 +2,9 @@ package cmd
 
 import (
 	"crypto/tls"
+	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -91,6 +93,9 @@ func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.S
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkServerNameFlag(o.serverName); err != nil {
+		return nil, nil, err
+	}
 	serverName := o.serverName
 	if serverName == "" {
 		serverName = target.Host()
@@ -131,6 +136,21 @@ func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.S
 	}
 	cfg.GetClientCertificate = src.GetClientCertificate
 	return cfg, src, nil
+}
+
+// checkServerNameFlag refuses a --server-name no server could answer to:
+// one moat's own server mode, and RFC 6066, would refuse as SNI. An IP
+// address is not sent as SNI at all (it is checked against the certificate's
+// IP SANs), and crypto/tls drops one trailing dot before sending a name, so
+// both are let through.
+func checkServerNameFlag(name string) error {
+	if _, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")); err == nil {
+		return nil
+	}
+	if err := certs.CheckServerName(strings.TrimSuffix(name, ".")); err != nil {
+		return flagError("server-name", "%.80q is not a valid DNS host name: %v", name, err)
+	}
+	return nil
 }
 
 // renegotiationPolicy maps --renegotiation to crypto/tls's client policy.

@@ -35,6 +35,10 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--listen-mode", "rw"}, "--listen-mode"},
 		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--listen-mode", "01777"}, "--listen-mode"},
 		{[]string{"--target", "unix:" + filepath.Join(dir, "remote.sock")}, "--server-name"},
+		{[]string{"--server-name", "a\x00b.example"}, "--server-name"},
+		{[]string{"--server-name", strings.Repeat("a", 300)}, "--server-name"},
+		{[]string{"--server-name", "bad name"}, "--server-name"},
+		{[]string{"--server-name", "db..example"}, "--server-name"},
 	} {
 		_, err := run(t, append(append([]string{}, base...), tc.args...)...)
 		var ue usageError
@@ -81,6 +85,9 @@ func TestClientTLSConfig(t *testing.T) {
 		{"defaults, host name target", clientOptions{renegotiation: "never", sessionCacheSize: 1024}, "db.internal:6380", "db.internal", tls.RenegotiateNever, true, false},
 		{"IP target", clientOptions{renegotiation: "once", sessionCacheSize: 1}, "10.0.0.7:443", "10.0.0.7", tls.RenegotiateOnceAsClient, true, false},
 		{"--server-name wins", clientOptions{renegotiation: "freely", serverName: "db.internal"}, "10.0.0.7:443", "db.internal", tls.RenegotiateFreelyAsClient, false, false},
+		{"--server-name an IPv6 address", clientOptions{renegotiation: "never", serverName: "2001:db8::1"}, "db.internal:443", "2001:db8::1", tls.RenegotiateNever, false, false},
+		{"--server-name with underscore", clientOptions{renegotiation: "never", serverName: "my_db.internal"}, "10.0.0.7:443", "my_db.internal", tls.RenegotiateNever, false, false},
+		{"--server-name with a trailing dot", clientOptions{renegotiation: "never", serverName: "db.internal."}, "10.0.0.7:443", "db.internal.", tls.RenegotiateNever, false, false},
 		{"unix target with --server-name", clientOptions{renegotiation: "never", serverName: "db.internal"}, "unix:/run/db.sock", "db.internal", tls.RenegotiateNever, false, false},
 		{"client certificate and CA", clientOptions{renegotiation: "never", certFile: files.ClientCert, keyFile: files.ClientKey, caFile: files.CACert}, "127.0.0.1:443", "127.0.0.1", tls.RenegotiateNever, false, true},
 	} {

@@ -29,6 +29,7 @@ const (
 	ReasonProtocolVersion  = "protocol-version"   // no TLS version both sides accept
 	ReasonNoSharedCipher   = "no-shared-cipher"   // no cipher suite or group both sides accept
 	ReasonEOF              = "eof"                // the peer closed or reset mid-handshake
+	ReasonBadSNI           = "bad-sni"            // the server name is not a valid host name (certs.CheckServerName)
 	ReasonOther            = "other"
 )
 
@@ -38,7 +39,7 @@ const (
 var handshakeReasons = []string{
 	ReasonTimeout, ReasonNoCert, ReasonUnknownCA, ReasonExpired, ReasonNotAllowed,
 	ReasonBadCert, ReasonPeerRejectedCert, ReasonNotTLS, ReasonBadRecord,
-	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonOther,
+	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonBadSNI, ReasonOther,
 }
 
 // HandshakeErrorReason classifies a failed handshake's error for the reason
@@ -51,6 +52,9 @@ func HandshakeErrorReason(err error) string {
 	}
 	if ae, ok := certs.AsAuthError(err); ok {
 		return string(ae.Reason)
+	}
+	if _, ok := certs.AsServerNameError(err); ok {
+		return ReasonBadSNI
 	}
 	if isTimeout(err) {
 		return ReasonTimeout

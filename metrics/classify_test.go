@@ -39,6 +39,8 @@ func TestHandshakeErrorReasonTable(t *testing.T) {
 		{"crypto/tls verified unknown CA", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, ReasonUnknownCA},
 		{"crypto/tls verified expired", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}, ReasonExpired},
 		{"crypto/tls no client cert", errors.New("tls: client didn't provide a certificate"), ReasonNoCert},
+		{"crypto/tls refused name", errors.New("tls: no certificates configured"), ReasonBadSNI},
+		{"refused name", fmt.Errorf("wrapped: %w", &certs.ServerNameError{}), ReasonBadSNI},
 		{"peer rejected our cert", remoteAlert("bad certificate"), ReasonPeerRejectedCert},
 		{"peer does not know our CA", remoteAlert("unknown certificate authority"), ReasonPeerRejectedCert},
 		{"peer says expired", remoteAlert("expired certificate"), ReasonPeerRejectedCert},

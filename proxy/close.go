@@ -21,6 +21,7 @@ func (c *conn) fail(reason string, err error, resetPlain bool) {
 		return
 	}
 	if c.phase == phaseHandshake && c.handshook.IsZero() {
+		c.tlsInfo.SNI = c.eng.ConnectionState().ServerName // the name asked for, refused or not
 		c.l.srv.cfg.Observer.Handshake(nil, time.Since(c.start), err)
 	}
 	c.tls.writable = true // one attempt: a full socket buffer just drops the alert
@@ -126,23 +127,27 @@ func (c *conn) report(reason string, err error) {
 	if s.TLSVersion != "" {
 		ev = ev.Str("tls_version", s.TLSVersion).Str("cipher", s.Cipher)
 	}
+	// Every string a peer chose goes through loggable: bounded and escaped.
 	if s.SNI != "" {
-		ev = ev.Str("sni", s.SNI)
+		ev = ev.Str("sni", loggable(s.SNI, maxLoggedName))
 	}
 	if s.ALPN != "" {
-		ev = ev.Str("alpn", s.ALPN)
+		ev = ev.Str("alpn", loggable(s.ALPN, maxLoggedName))
 	}
 	if s.Peer != "" {
-		ev = ev.Str("peer", s.Peer)
+		ev = ev.Str("peer", loggable(s.Peer, maxLoggedName))
 	}
 	if ae, ok := certs.AsAuthError(err); ok {
 		ev = ev.Str("auth_refused", string(ae.Reason))
 		if ae.Identity != "" {
-			ev = ev.Str("identity", ae.Identity)
+			ev = ev.Str("identity", loggable(ae.Identity, maxLoggedName))
 		}
 	}
+	if sne, ok := certs.AsServerNameError(err); ok {
+		err = sne // crypto/tls's own words, "no certificates configured", mislead
+	}
 	if err != nil {
-		ev = ev.Err(err)
+		ev = ev.Str(zerolog.ErrorFieldName, loggable(err.Error(), maxLoggedError))
 	}
 	ev.Msg("connection closed")
 }
