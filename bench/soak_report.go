@@ -163,8 +163,10 @@ func writeSoakReport(w io.Writer, r *soakReport) {
 	}
 	fmt.Fprintf(w, "OOM-killed: %s\n", yesNo(p.OOMKilled))
 	if c := r.Cgroup; c != nil {
-		fmt.Fprintf(w, "memory cgroup v%d %s: limit %s, max usage %s, failcnt %d (memsw %d), oom events %d, oom kills %d\n",
-			c.Version, c.Path, mib(c.Limit), mib(c.MaxUsage), c.FailCnt, c.MemswFailCnt, c.OOM, c.OOMKill)
+		fmt.Fprintf(w, "memory cgroup v%d %s: limit %s, max usage %s, failcnt %d (memsw %d), oom events %d, oom kills %d; "+
+			"within %s of the limit in %d of %d one-second samples\n",
+			c.Version, c.Path, mib(c.Limit), mib(c.MaxUsage), c.FailCnt, c.MemswFailCnt, c.OOM, c.OOMKill,
+			mib(nearLimit), samplesNearLimit(r.Samples, c.Limit), len(r.Samples))
 	} else {
 		fmt.Fprintf(w, "NO MEMORY CGROUP: moat ran without a memory limit (%s)\n", r.CgroupNote)
 	}
@@ -180,6 +182,22 @@ func writeSoakReport(w io.Writer, r *soakReport) {
 	if p.Tail != "" {
 		fmt.Fprintf(w, "\nmoat's last output: %s\n", p.Tail)
 	}
+}
+
+// nearLimit is how close to the cgroup limit a sample must be to count as
+// at the limit: the kernel reclaims and fails charges within a few pages of
+// it, and some kernels (6.18 here) leave failcnt at 0 even across an OOM
+// kill, so the samples are the steadier witness.
+const nearLimit = 4 << 20
+
+func samplesNearLimit(samples []soakSample, limit int64) int {
+	n := 0
+	for _, s := range samples {
+		if s.CgroupUsage >= limit-nearLimit {
+			n++
+		}
+	}
+	return n
 }
 
 // outcomeList prints counts largest first: "alert 120, closed 3".

@@ -128,12 +128,12 @@ func (rig *soakRig) run(ctx context.Context, cfg soakConfig, rep *soakReport) {
 	legitDone := make(chan struct{})
 	go func() { defer close(legitDone); legit.run(legitCtx, rig.env, cfg.legitEvery, cfg.legitTimeout) }()
 
-	rig.wait(ctx, cfg.duration, start, w, attacks, stats, rep)
+	counts := rig.wait(ctx, cfg.duration, start, w, attacks, stats, rep)
 	rep.Seconds = time.Since(start).Seconds()
 	stopLegit()
 	<-legitDone
 	for i, a := range attacks {
-		rep.Attacks = append(rep.Attacks, attackReport{Name: a.name, attackCounts: stats[i].snapshot()})
+		rep.Attacks = append(rep.Attacks, attackReport{Name: a.name, attackCounts: counts[i]})
 	}
 	if !rig.moat.exited() {
 		rep.Counters, _ = scrapeMetrics(rig.env.statusAddr, "moat_", "go_goroutines", "process_open_fds", "process_resident_memory_bytes")
@@ -153,25 +153,39 @@ func (rig *soakRig) run(ctx context.Context, cfg soakConfig, rep *soakReport) {
 }
 
 // wait returns when the duration is over, moat has died or ctx ends,
-// printing a progress line every 10 s.
-func (rig *soakRig) wait(ctx context.Context, d time.Duration, start time.Time, w *watcher, attacks []*attack, stats []*attackStats, rep *soakReport) {
+// printing a progress line every 10 s, and returns the attacks' counts.
+// When moat died they are the counts of the second before: the kernel
+// closing a dead process's sockets, and the refused dials that follow, are
+// not moat's doing.
+func (rig *soakRig) wait(ctx context.Context, d time.Duration, start time.Time, w *watcher, attacks []*attack, stats []*attackStats, rep *soakReport) []attackCounts {
+	snapshot := func() []attackCounts {
+		out := make([]attackCounts, len(stats))
+		for i, st := range stats {
+			out[i] = st.snapshot()
+		}
+		return out
+	}
 	end := time.NewTimer(d)
 	defer end.Stop()
-	tick := time.NewTicker(10 * time.Second)
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	for {
+	last := snapshot()
+	for i := 1; ; i++ {
 		select {
 		case <-end.C:
-			return
+			return snapshot()
 		case <-ctx.Done():
 			fmt.Fprintln(os.Stderr, "soak: interrupted, reporting what was measured")
-			return
+			return snapshot()
 		case <-rig.moat.done:
 			rep.Process.DiedAt = time.Since(start).Seconds()
 			fmt.Fprintf(os.Stderr, "soak: moat exited after %.1f s\n", rep.Process.DiedAt)
-			return
+			return last
 		case <-tick.C:
-			fmt.Fprintln(os.Stderr, progressLine(time.Since(start), w, attacks, stats))
+			last = snapshot()
+			if i%10 == 0 {
+				fmt.Fprintln(os.Stderr, progressLine(time.Since(start), w, attacks, stats))
+			}
 		}
 	}
 }
