@@ -3,6 +3,10 @@
 // 1 KiB ping-pong latency and RSS per idle connection. See README.md.
 //
 //	go run ./bench run [-quick] [-out bench/README-table.md]
+//	go run ./bench soak [-duration 60s] [-moat BIN] [-json out.json]
+//
+// soak is the other mode: moat alone, in a memory cgroup, under seven kinds
+// of hostile load at once while a legitimate client keeps connecting.
 //
 // The same binary plays every other role as its own process (the upstream,
 // the io.Copy relay, the direct TLS server and the load client), so that each
@@ -33,7 +37,8 @@ const usage = `usage: bench run [flags]            run the comparison (bench run
        bench upstream -listen A      plaintext echo/sink/source upstream
        bench direct -listen A -cert C -key K
        bench iocopy-relay -listen A -target U -cert C -key K
-       bench load -addr A -test up|down|handshake|pingpong|idle ...`
+       bench load -addr A -test up|down|handshake|pingpong|idle ...
+       bench soak [flags]            moat under hostile load in a memory cgroup (bench soak -h)`
 
 // dispatch runs one role.
 func dispatch(args []string) error {
@@ -51,6 +56,8 @@ func dispatch(args []string) error {
 		return iocopyMain(args[1:])
 	case "load":
 		return loadMain(args[1:])
+	case "soak":
+		return soakMain(args[1:])
 	}
 	return fmt.Errorf("unknown role %q\n%s", args[0], usage)
 }
