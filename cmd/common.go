@@ -50,7 +50,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, let open connections finish for this long, then close them")
 	f.DurationVar(&o.shutdownDelay, "shutdown-delay", 0, "on SIGTERM/SIGINT, report not ready at once but keep accepting for this long, so load balancers notice first")
 	f.IntVar(&o.maxConns, "max-concurrent-conns", 0, "most connections open at once; more are refused (0 = limited only by file descriptors)")
-	f.IntVar(&o.maxHandshakes, "max-concurrent-handshakes", 4096, "most TLS handshakes in flight at once; more connections are refused (0 = no cap)")
+	f.IntVar(&o.maxHandshakes, "max-concurrent-handshakes", 4096, "most TLS handshakes in flight at once; in server mode a newcomer over it evicts the oldest connection without a ClientHello, and is refused only when there is none (0 = no cap)")
 	f.IntVar(&o.handshakeRate, "max-handshake-rate", 0, "most new TLS handshakes per second; more connections are refused (0 = no limit)")
 	f.StringSliceVar(&o.alpn, "alpn", nil, "ALPN protocols to offer, in order of preference, e.g. h2,http/1.1")
 	f.DurationVar(&o.keepAlive, "tcp-keepalive", 30*time.Second, "TCP keepalive on the TLS side's socket: first probe after this much silence, then every third of it; three unanswered probes reset the connection (0 = off)")

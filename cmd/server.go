@@ -27,6 +27,7 @@ type serverOptions struct {
 	policy      certs.Policy
 	proxyProto  string
 	tickets     bool
+	shield      shieldOptions
 }
 
 func init() { extraCommands = append(extraCommands, newServerCommand) }
@@ -62,6 +63,7 @@ it off explicitly.`,
 	f.BoolVar(&o.policy.AllowAll, "allow-all", false, "allow any client whose certificate chains to --cacert")
 	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
+	o.shield.register(f)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return cmd
 }
@@ -108,6 +110,9 @@ func (o *serverOptions) run(cmd *cobra.Command) error {
 	tlsConfig := src.ServerTLSConfig(o.policy, !o.disableAuth)
 	tlsConfig.SessionTicketsDisabled = !o.tickets
 	cfg := o.common.proxyConfig(proxy.ModeServer, listen, target, tlsConfig, log)
+	if err := o.shield.apply(&cfg); err != nil {
+		return err
+	}
 	if err := o.proxyProtocol(&cfg); err != nil {
 		return err
 	}

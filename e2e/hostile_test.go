@@ -2,10 +2,15 @@ package e2e
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moat-proxy/moat/internal/testpki"
 )
 
 // clientHello returns the first flight of a real crypto/tls client: a
@@ -90,4 +95,181 @@ func TestIdleConnectionsHoldNoBuffer(t *testing.T) {
 	o.waitGauge(t, "moat_connections_active", 10*time.Second, func(v float64) bool { return v == 3*each })
 	held := o.waitGauge(t, "moat_tls_buffer_bytes", 5*time.Second, func(v float64) bool { return v == 0 })
 	t.Logf("%d idle connections (silent, partial ClientHello, established): %v bytes of TLS buffers held", 3*each, held)
+}
+
+// dialFrom connects to addr from the loopback address local, so that a
+// test can play several client hosts.
+func dialFrom(local, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+	return d.Dial("tcp", addr)
+}
+
+// TestSilentFloodDoesNotLockClientsOut: 4,200 connections from four hosts
+// that send nothing hold more than the default --max-concurrent-handshakes
+// (4096) and, each host, more than its share (--max-handshakes-per-source,
+// a quarter of it). Clients from one of those hosts and from another still
+// get through every time: a newcomer evicts the oldest connection that has
+// not sent a ClientHello. Before, the silent ones held the cap for the
+// whole handshake timeout and every client was refused.
+func TestSilentFloodDoesNotLockClientsOut(t *testing.T) {
+	raiseFileLimit(t, 6000)
+	up := startUpstream(t, upperEcho)
+	o := startOps(t, up.addr(), "--client-hello-timeout", "30s", "--handshake-timeout", "30s")
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 4200; i++ {
+		c, err := dialFrom(fmt.Sprintf("127.0.0.%d", 2+i%4), o.addr)
+		if err != nil {
+			t.Fatalf("silent connection %d: %v", i, err)
+		}
+		silent = append(silent, c)
+	}
+	o.waitGauge(t, "moat_connections_total", 10*time.Second, func(v float64) bool {
+		return value(o.metrics(t), "moat_handshakes_evicted_total", map[string]string{"reason": "max-handshakes-per-source"}) > 0
+	})
+	for i := 0; i < 20; i++ {
+		from := []string{"127.0.0.1", "127.0.0.2"}[i%2]
+		raw, err := dialFrom(from, o.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw.SetDeadline(time.Now().Add(5 * time.Second))
+		c := tls.Client(raw, &tls.Config{RootCAs: o.roots, ServerName: "localhost"})
+		if _, err := c.Write([]byte("ping")); err != nil {
+			t.Fatalf("client %d from %s during the flood: %v", i, from, err)
+		}
+		if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+			t.Fatalf("client %d from %s during the flood: %v", i, from, err)
+		}
+		c.Close()
+	}
+	fams := o.metrics(t)
+	t.Logf("evicted: %v for the cap, %v per source",
+		value(fams, "moat_handshakes_evicted_total", map[string]string{"reason": "max-handshakes"}),
+		value(fams, "moat_handshakes_evicted_total", map[string]string{"reason": "max-handshakes-per-source"}))
+	if v := value(fams, "moat_handshakes_evicted_total", map[string]string{"reason": "max-handshakes-per-source"}); v <= 0 {
+		t.Errorf("no eviction counted for --max-handshakes-per-source")
+	}
+}
+
+// raiseFileLimit lifts the test process's open-file limit to at least n.
+func raiseFileLimit(t testing.TB, n uint64) {
+	t.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	if lim.Cur >= n {
+		return
+	}
+	if lim.Max < n {
+		t.Fatalf("the open-file hard limit is %d; this test needs %d", lim.Max, n)
+	}
+	lim.Cur = n
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stallAfter passes writes through until limit bytes were written, then
+// blocks every write until the connection is closed: a client that sends
+// most of its flight and stops.
+type stallAfter struct {
+	net.Conn
+	left   int
+	closed chan struct{}
+}
+
+func (s *stallAfter) Write(p []byte) (int, error) {
+	if len(p) > s.left {
+		n, err := s.Conn.Write(p[:s.left])
+		s.left = 0
+		if err != nil {
+			return n, err
+		}
+		<-s.closed
+		return n, net.ErrClosed
+	}
+	s.left -= len(p)
+	return s.Conn.Write(p)
+}
+
+// stalledBigCertClients starts n TLS clients that present a client
+// certificate chain of about 250 KiB and stall after sending 200 KiB of
+// their handshake; they are released when the test ends.
+func stalledBigCertClients(t *testing.T, n int, addr string) {
+	_, leaf := testpki.LargeChain(4800)
+	if b := leaf.ChainBytes(); b < 220<<10 || b > 250<<10 {
+		t.Fatalf("the large chain is %d bytes, want about 240 KiB (under crypto/tls's 256 KiB message limit)", b)
+	}
+	cert := leaf.TLS()
+	closed := make(chan struct{})
+	t.Cleanup(func() { close(closed) })
+	for i := 0; i < n; i++ {
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { raw.Close() })
+		c := tls.Client(&stallAfter{Conn: raw, left: 200 << 10, closed: closed}, &tls.Config{
+			InsecureSkipVerify: true, MaxVersion: tls.VersionTLS13,
+			// Sent whatever CAs the server names: the size is the point.
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil }})
+		go c.Handshake()
+	}
+}
+
+// TestBigCertificateStallIsCut: clients that send most of a 250 KiB client
+// certificate chain and stall are cut as soon as they pass
+// --max-client-cert-bytes (default 64 KiB), not held for the handshake
+// timeout with the chain in memory.
+func TestBigCertificateStallIsCut(t *testing.T) {
+	p := newPKI(t, "big cert CA")
+	cert, key := p.serverCert(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writePEM(t, caFile, "CERTIFICATE", p.cert.Raw)
+	up := startUpstream(t, upperEcho)
+	status := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	o := &opsServer{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), status: status}
+	o.m = startMoat(t, "server", "--listen", o.addr, "--target", up.addr(), "--cert", cert, "--key", key,
+		"--cacert", caFile, "--allow-all", "--status", status, "--handshake-timeout", "60s")
+	stalledBigCertClients(t, 20, o.addr)
+	o.waitGauge(t, "moat_handshake_errors_total", 10*time.Second, func(float64) bool {
+		return value(o.metrics(t), "moat_handshake_errors_total", map[string]string{"reason": "too-large"}) == 20
+	})
+	if up.accepted.Load() != 0 {
+		t.Fatalf("the upstream was dialled %d times for refused handshakes", up.accepted.Load())
+	}
+}
+
+// TestHandshakeMemoryBudgetCutsOldest: with the per-handshake bound off,
+// stalled 200 KiB handshakes beyond --handshake-memory are cut, oldest
+// first, so what unfinished handshakes hold stays within the budget.
+func TestHandshakeMemoryBudgetCutsOldest(t *testing.T) {
+	p := newPKI(t, "budget CA")
+	cert, key := p.serverCert(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writePEM(t, caFile, "CERTIFICATE", p.cert.Raw)
+	up := startUpstream(t, upperEcho)
+	status := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	o := &opsServer{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), status: status}
+	o.m = startMoat(t, "server", "--listen", o.addr, "--target", up.addr(), "--cert", cert, "--key", key,
+		"--cacert", caFile, "--allow-all", "--status", status, "--handshake-timeout", "60s",
+		"--max-client-cert-bytes", "0", "--handshake-memory", "4MiB")
+	const n = 40
+	stalledBigCertClients(t, n, o.addr)
+	// Each is charged about 2 x 200 KiB: at most ten fit in 4 MiB.
+	budget := map[string]string{"reason": "handshake-memory"}
+	o.waitGauge(t, "moat_connections_total", 15*time.Second, func(float64) bool {
+		return value(o.metrics(t), "moat_handshakes_evicted_total", budget) >= n-10
+	})
+	cut := value(o.metrics(t), "moat_handshakes_evicted_total", budget)
+	t.Logf("%v of %d stalled handshakes cut for the 4 MiB budget", cut, n)
+	if v := value(o.metrics(t), "moat_handshake_errors_total", map[string]string{"reason": "timeout"}); v != 0 {
+		t.Fatalf("%v handshakes timed out; the budget should have cut them first", v)
+	}
 }

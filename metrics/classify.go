@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/proxy"
 )
 
 // Handshake error reasons: the values of the reason label of
@@ -30,6 +31,8 @@ const (
 	ReasonNoSharedCipher   = "no-shared-cipher"   // no cipher suite or group both sides accept
 	ReasonEOF              = "eof"                // the peer closed or reset mid-handshake
 	ReasonBadSNI           = "bad-sni"            // the server name is not a valid host name (certs.CheckServerName)
+	ReasonEvicted          = "evicted"            // cut to make room for another handshake, or for the memory budget
+	ReasonTooLarge         = "too-large"          // the client sent more than --max-client-cert-bytes allows
 	ReasonOther            = "other"
 )
 
@@ -39,7 +42,7 @@ const (
 var handshakeReasons = []string{
 	ReasonTimeout, ReasonNoCert, ReasonUnknownCA, ReasonExpired, ReasonNotAllowed,
 	ReasonBadCert, ReasonPeerRejectedCert, ReasonNotTLS, ReasonBadRecord,
-	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonBadSNI, ReasonOther,
+	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonBadSNI, ReasonEvicted, ReasonTooLarge, ReasonOther,
 }
 
 // HandshakeErrorReason classifies a failed handshake's error for the reason
@@ -56,7 +59,12 @@ func HandshakeErrorReason(err error) string {
 	if _, ok := certs.AsServerNameError(err); ok {
 		return ReasonBadSNI
 	}
-	if isTimeout(err) {
+	switch {
+	case errors.Is(err, proxy.ErrHandshakeEvicted), errors.Is(err, proxy.ErrHandshakeMemory):
+		return ReasonEvicted
+	case errors.Is(err, proxy.ErrHandshakeTooLarge):
+		return ReasonTooLarge
+	case errors.Is(err, proxy.ErrClientHelloTimeout), isTimeout(err):
 		return ReasonTimeout
 	}
 	var rh tls.RecordHeaderError

@@ -44,6 +44,7 @@ type Metrics struct {
 	certExpiry      prometheus.Gauge
 	reloadOK        prometheus.Counter
 	reloadFailed    prometheus.Counter
+	evicted         map[string]prometheus.Counter
 }
 
 var _ proxy.Observer = (*Metrics)(nil)
@@ -58,7 +59,10 @@ var tlsVersions = map[uint16]string{
 // refusalReasons are the limits the proxy refuses connections for today
 // (proxy/accept.go); a reason added there still gets its own series, made at
 // its first refusal.
-var refusalReasons = []string{"max-conns", "max-handshakes", "handshake-rate"}
+var refusalReasons = []string{"max-conns", "max-handshakes", "max-handshakes-per-source", "handshake-rate"}
+
+// evictionReasons are the limits the proxy evicts unfinished handshakes for.
+var evictionReasons = []string{"max-handshakes", "max-handshakes-per-source", "handshake-memory"}
 
 // HandshakeBuckets are the moat_handshake_duration_seconds buckets: a local
 // handshake takes about a millisecond, one over a slow mobile link a second,
@@ -106,13 +110,19 @@ func New(reg prometheus.Registerer) *Metrics {
 		m.refusedChild(r) // exported as 0 from the start, like the handshake reasons
 	}
 
+	evicted := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshakes_evicted_total",
+		Help: "Unfinished handshakes cut to make room for a new connection or to stay within the handshake memory budget, by limit."}, []string{"reason"})
+	m.evicted = make(map[string]prometheus.Counter, len(evictionReasons))
+	for _, r := range evictionReasons {
+		m.evicted[r] = evicted.WithLabelValues(r)
+	}
 	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "moat_tls_buffer_bytes",
 		Help: "Bytes of TLS input and output buffers held by connections now; an idle connection holds none."},
 		func() float64 { return float64(tlsstate.BufferBytes()) })
 
 	if reg != nil {
 		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
-			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads, buffers,
+			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads, buffers, evicted,
 			collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	return m
@@ -137,6 +147,13 @@ func (m *Metrics) Accepted() {
 
 // Refused counts a connection closed at accept because of a limit.
 func (m *Metrics) Refused(reason string) { m.refusedChild(reason).Inc() }
+
+// Evicted counts an unfinished handshake cut for a limit.
+func (m *Metrics) Evicted(reason string) {
+	if c := m.evicted[reason]; c != nil {
+		c.Inc()
+	}
+}
 
 // Handshake counts a finished handshake: its version and duration when it
 // succeeded, its classified reason (see HandshakeErrorReason) when not.

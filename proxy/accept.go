@@ -33,13 +33,23 @@ func (l *loop) accept() {
 			l.logLimit("accept failed", err)
 			return
 		}
-		if reason := l.srv.admit(time.Now()); reason != "" {
-			unix.Close(fd)
-			l.srv.cfg.Observer.Refused(reason)
-			l.logLimit("connection refused: "+refusalHelp[reason], nil)
-			continue
-		}
-		l.newConn(fd, sa) // admit counted it in active
+		l.newConn(fd, sa)
+	}
+}
+
+// refuse closes an accepted socket that a limit does not let in.
+func (l *loop) refuse(fd int, reason string) {
+	unix.Close(fd)
+	l.srv.cfg.Observer.Refused(reason)
+	l.logLimit("connection refused: "+refusalHelp[reason], nil)
+}
+
+// evictAll asks the loops of the victims to close them. A victim is
+// closed by its own loop, which owns it; the guard has already given its
+// slot and its memory back.
+func (l *loop) evictAll(victims []*shake) {
+	for _, v := range victims {
+		v.c.l.post(func() { v.c.evict(v) })
 	}
 }
 
@@ -72,42 +82,55 @@ func (l *loop) resumeAccepting() {
 const limitLogEvery = time.Second
 
 // limitLog rate-limits the lines about limits being hit: at most one per
-// limitLogEvery per loop, each with the count since the line before. What a
-// burst leaves unlogged is flushed by the loop once the interval is over, so
-// the tail of a burst is reported too.
+// message per limitLogEvery per loop, each with the count since the line
+// before. What a burst leaves unlogged is flushed by the loop once the
+// interval is over, so the tail of a burst is reported too.
 type limitLog struct {
 	last    time.Time
-	pending int // events since the last line
-	msg     string
-	err     error
+	pending []limitLine // one per message, in the order first hit
+}
+
+type limitLine struct {
+	msg   string
+	err   error
+	count int
 }
 
 // logLimit records a limit being hit and logs it unless a line went out
 // less than limitLogEvery ago.
 func (l *loop) logLimit(msg string, err error) {
 	ll := &l.limits
-	ll.pending++
-	ll.msg, ll.err = msg, err
+	i := 0
+	for i < len(ll.pending) && ll.pending[i].msg != msg {
+		i++
+	}
+	if i == len(ll.pending) {
+		ll.pending = append(ll.pending, limitLine{msg: msg})
+	}
+	ll.pending[i].count++
+	ll.pending[i].err = err
 	l.flushLimitLog(time.Now())
 }
 
-// flushLimitLog writes the pending line once the interval allows it.
+// flushLimitLog writes the pending lines once the interval allows it.
 func (l *loop) flushLimitLog(now time.Time) {
 	ll := &l.limits
-	if ll.pending == 0 || now.Sub(ll.last) < limitLogEvery {
+	if len(ll.pending) == 0 || now.Sub(ll.last) < limitLogEvery {
 		return
 	}
-	ev := l.srv.cfg.Log.Warn().Int("count", ll.pending)
-	if ll.err != nil {
-		ev = ev.Err(ll.err)
+	for _, p := range ll.pending {
+		ev := l.srv.cfg.Log.Warn().Int("count", p.count)
+		if p.err != nil {
+			ev = ev.Err(p.err)
+		}
+		ev.Msg(p.msg)
 	}
-	ev.Msg(ll.msg)
-	ll.last, ll.pending, ll.err = now, 0, nil
+	ll.last, ll.pending = now, ll.pending[:0]
 }
 
 // limitLogDue is when flushLimitLog has a line to write, if it has one.
 func (l *loop) limitLogDue() (time.Time, bool) {
-	if l.limits.pending == 0 {
+	if len(l.limits.pending) == 0 {
 		return time.Time{}, false
 	}
 	return l.limits.last.Add(limitLogEvery), true
@@ -115,7 +138,15 @@ func (l *loop) limitLogDue() (time.Time, bool) {
 
 // refusalHelp names the flag behind each refusal reason in the log.
 var refusalHelp = map[string]string{
-	"max-conns":      "--max-concurrent-conns reached",
-	"max-handshakes": "--max-concurrent-handshakes reached",
-	"handshake-rate": "--max-handshake-rate exceeded",
+	"max-conns":                 "--max-concurrent-conns reached",
+	"max-handshakes":            "--max-concurrent-handshakes reached and every handshake in flight has had its ClientHello answered",
+	"max-handshakes-per-source": "--max-handshakes-per-source reached and every handshake from that source has had its ClientHello answered",
+	"handshake-rate":            "--max-handshake-rate exceeded",
+}
+
+// evictionHelp names the limit behind each eviction in the log.
+var evictionHelp = map[evictReason]string{
+	evictForCap:    "handshake evicted: --max-concurrent-handshakes reached; the oldest connection without a ClientHello made room",
+	evictForSource: "handshake evicted: --max-handshakes-per-source reached; that source's oldest connection without a ClientHello made room",
+	evictForMemory: "handshake cut: --handshake-memory exceeded by unfinished handshakes; the oldest was cut",
 }

@@ -113,7 +113,10 @@ func (c *conn) report(reason string, err error) {
 	c.l.srv.cfg.Observer.Closed(&s)
 	level := zerolog.InfoLevel
 	switch {
-	case errors.Is(err, errClosedSilently):
+	case errors.Is(err, errClosedSilently), errors.Is(err, ErrHandshakeEvicted), errors.Is(err, ErrHandshakeMemory),
+		errors.Is(err, ErrClientHelloTimeout) && !c.heardTLS:
+		// Probes, and what a flood leaves behind: counted, and summed up
+		// in the rate-limited limit lines, not one warning each.
 		level = zerolog.DebugLevel
 	case err != nil && reason != "closed":
 		level = zerolog.WarnLevel

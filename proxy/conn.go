@@ -62,21 +62,34 @@ type conn struct {
 	plnToTLS    int64   // plaintext bytes relayed and encrypted
 	tlsInfo     Summary // TLS fields filled in at handshake end
 	handshook   time.Time
-	shaking     bool // counted in Server.shaking
-	headerLeft  int  // bytes of the upstream header not yet written
-	queued      bool // in the loop's run-again list
-	heardTLS    bool // a byte arrived on the TLS socket
-	dialAttempt int  // index of the target address being connected to
+	hs          *shake // the handshake's slot in the server's guard, until it ends
+	answered    bool   // server mode: the ClientHello was answered
+	shakeIn     int    // server mode: ciphertext bytes received during the handshake
+	headerLeft  int    // bytes of the upstream header not yet written
+	queued      bool   // in the loop's run-again list
+	heardTLS    bool   // a byte arrived on the TLS socket
+	dialAttempt int    // index of the target address being connected to
 	peerAddr    unix.Sockaddr
 }
 
-// newConn starts the life of an accepted socket.
+// newConn starts the life of an accepted socket, if the limits let it in.
 func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	now := time.Now()
 	c := &conn{
 		l: l, mode: l.srv.cfg.Mode, heapIndex: -1, start: now, lastActive: now,
 		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa), peerAddr: sa,
 	}
+	var src netip.Addr
+	if c.mode == ModeServer {
+		src = sockaddrAddrPort(sa).Addr()
+	}
+	hs, victims, reason := l.srv.admit(now, c, src)
+	if reason != "" {
+		l.refuse(fd, reason)
+		return
+	}
+	l.evictAll(victims)
+	c.hs = hs
 	accepted := &c.tls
 	if c.mode == ModeClient {
 		accepted = &c.pln
@@ -88,17 +101,16 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	if err := l.add(fd, c); err != nil {
 		unix.Close(fd)
 		l.srv.active.Add(-1)
+		c.doneShaking()
 		return
 	}
-	c.shaking = true
-	l.srv.shaking.Add(1)
 	l.srv.cfg.Observer.Accepted()
 	cfg := l.srv.cfg
 	opts := tlsstate.Options{HighWater: cfg.HighWater}
 	if c.mode == ModeServer {
 		c.eng = tlsstate.Server(cfg.TLS, opts)
 		c.phase = phaseHandshake
-		l.timer.schedule(c, now.Add(cfg.HandshakeTimeout))
+		l.timer.schedule(c, now.Add(cfg.ClientHelloTimeout))
 	} else {
 		c.eng = tlsstate.Client(cfg.TLS, opts)
 		c.phase = phaseDial
@@ -168,6 +180,7 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	err := c.eng.Handshake()
+	c.noteAnswer()
 	moved = c.flushTLS() || moved
 	switch {
 	case c.phase == phaseClosed:
@@ -324,6 +337,10 @@ func (c *conn) onDeadline(now time.Time) {
 	defer c.recoverPanic()
 	switch c.phase {
 	case phaseHandshake:
+		if c.mode == ModeServer && !c.answered {
+			c.fail("client hello timeout", fmt.Errorf("%w: no ClientHello within %s", ErrClientHelloTimeout, c.l.srv.cfg.ClientHelloTimeout), false)
+			return
+		}
 		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), c.mode == ModeClient)
 	case phaseDial:
 		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
@@ -340,11 +357,11 @@ func (c *conn) onDeadline(now time.Time) {
 	}
 }
 
-// doneShaking takes the connection out of the handshakes-in-flight count.
+// doneShaking gives the connection's handshake slot back.
 func (c *conn) doneShaking() {
-	if c.shaking {
-		c.shaking = false
-		c.l.srv.shaking.Add(-1)
+	if c.hs != nil {
+		c.l.srv.guard.leave(c.hs)
+		c.hs = nil
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -38,23 +39,30 @@ func (b *tokenBucket) allow(now time.Time) bool {
 	return true
 }
 
-// admit decides whether a new connection may start; it returns the refusal
-// reason, or "" to admit.
-func (s *Server) admit(now time.Time) string {
+// admit decides whether a new connection may start. It counts c in
+// active and returns its handshake slot and the handshakes evicted for it,
+// or the refusal reason.
+func (s *Server) admit(now time.Time, c *conn, src netip.Addr) (*shake, []*shake, string) {
 	// The slot is taken before it is checked, so that loops accepting at
 	// the same moment cannot together go over --max-concurrent-conns.
 	n := s.active.Add(1)
 	reason := ""
+	var hs *shake
+	var victims []*shake
 	switch {
 	case s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns):
 		reason = "max-conns"
-	case s.cfg.MaxHandshakes > 0 && s.shaking.Load() >= int64(s.cfg.MaxHandshakes):
-		reason = "max-handshakes"
 	case !s.rate.allow(now):
 		reason = "handshake-rate"
+	default:
+		var refused evictReason
+		hs, victims, refused = s.guard.admit(c, src, s.cfg.Mode == ModeServer)
+		if refused != 0 {
+			reason = refused.String()
+		}
 	}
 	if reason != "" {
 		s.active.Add(-1)
 	}
-	return reason
+	return hs, victims, reason
 }

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,15 +44,53 @@ func TestHandshakeRateShedsFlood(t *testing.T) {
 	}
 }
 
-// TestMaxHandshakesCapsStalledClients: with the in-flight cap reached by
-// stalled handshakes, new connections are shed; once those time out,
-// clients get through again.
-func TestMaxHandshakesCapsStalledClients(t *testing.T) {
+// clientHelloRecord returns the first flight of a real crypto/tls client.
+func clientHelloRecord(t testing.TB) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go tls.Client(a, &tls.Config{ServerName: "localhost"}).Handshake()
+	b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 5)
+	if _, err := io.ReadFull(b, hdr); err != nil {
+		t.Fatal(err)
+	}
+	body := make([]byte, int(hdr[3])<<8|int(hdr[4]))
+	if _, err := io.ReadFull(b, body); err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, body...)
+}
+
+// waitInFlight polls the guard until n handshakes are in flight.
+func waitInFlight(t testing.TB, srv *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, _ := srv.guard.inFlight()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshakes in flight, want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMaxHandshakesEvictsWaitingClients: with the in-flight cap held by
+// connections that sent part of a ClientHello, a new client evicts the
+// oldest of them (reset) and gets through; with the cap held by clients
+// whose ClientHello was answered, a new client is refused, and gets
+// through once those time out.
+func TestMaxHandshakesEvictsWaitingClients(t *testing.T) {
 	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
 	srv, ccfg := startServer(t, up.addr(), func(c *Config) {
 		c.MaxHandshakes = 3
 		c.HandshakeTimeout = 500 * time.Millisecond
 	})
+	var waiting []net.Conn
 	for i := 0; i < 3; i++ {
 		c, err := net.Dial("tcp", srv.Addr().String())
 		if err != nil {
@@ -58,13 +98,44 @@ func TestMaxHandshakesCapsStalledClients(t *testing.T) {
 		}
 		defer c.Close()
 		c.Write([]byte{0x16, 0x03, 0x01})
+		waitInFlight(t, srv, i+1)
+		waiting = append(waiting, c)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if _, err := tls.Dial("tcp", srv.Addr().String(), ccfg); err == nil {
-		t.Fatal("a fourth handshake was admitted over the cap of 3")
-	}
-	time.Sleep(time.Second) // the stalled ones reach the handshake timeout
 	c := dialTLS(t, srv, ccfg)
+	c.Write([]byte("x"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("a client over a cap held by partial ClientHellos: %v", err)
+	}
+	c.Close()
+	waiting[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := waiting[0].Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("the oldest waiting connection: read %v, want reset by its eviction", err)
+	}
+	for _, w := range waiting[1:] {
+		w.Close()
+	}
+	waitInFlight(t, srv, 0)
+
+	hello := clientHelloRecord(t)
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(hello) // answered, then never continued
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			t.Fatalf("no ServerHello: %v", err)
+		}
+	}
+	waitInFlight(t, srv, 3)
+	if c, err := tls.Dial("tcp", srv.Addr().String(), ccfg); err == nil {
+		c.Close()
+		t.Fatal("a fourth handshake was admitted over a cap held by answered handshakes")
+	}
+	waitInFlight(t, srv, 0) // the stalled ones reach the handshake timeout
+	c = dialTLS(t, srv, ccfg)
 	c.Write([]byte("x"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatalf("after the stalled handshakes timed out: %v", err)

@@ -12,6 +12,10 @@ type Observer interface {
 	// closed at once because a limit was reached.
 	Accepted()
 	Refused(reason string)
+	// Evicted is called for a handshake cut to make room for another
+	// (reason max-handshakes or max-handshakes-per-source) or to stay
+	// within the handshake memory budget (handshake-memory).
+	Evicted(reason string)
 	// Handshake reports a finished TLS handshake, successful or not.
 	Handshake(state *tls.ConnectionState, took time.Duration, err error)
 	// DialFailed reports a failed connect to the far side.
@@ -42,6 +46,7 @@ type nopObserver struct{}
 
 func (nopObserver) Accepted()                                            {}
 func (nopObserver) Refused(string)                                       {}
+func (nopObserver) Evicted(string)                                       {}
 func (nopObserver) Handshake(*tls.ConnectionState, time.Duration, error) {}
 func (nopObserver) DialFailed(error)                                     {}
 func (nopObserver) Relayed(int, int)                                     {}

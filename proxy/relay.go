@@ -74,6 +74,9 @@ func (c *conn) readTLS() bool {
 			c.lastActive = c.l.now
 			c.heardTLS = true
 			moved = true
+			if !c.chargeHandshake(n) {
+				return moved
+			}
 			if n < len(space) && !c.tls.hup {
 				c.tls.readable = false
 			}

@@ -66,9 +66,28 @@ type Config struct {
 	// unanswered probes. 0 = off. The plaintext side is local.
 	KeepAlive time.Duration
 
-	// MaxHandshakes caps handshakes in flight; connections over it are
-	// closed at accept. 0 = no cap.
+	// MaxHandshakes caps handshakes in flight. In server mode a newcomer
+	// over it evicts the oldest connection whose ClientHello has not been
+	// answered, and is refused only when there is none; in client mode it
+	// is refused. 0 = no cap.
 	MaxHandshakes int
+	// MaxHandshakesPerSource caps server-mode handshakes in flight from one
+	// source (an IPv4 address or an IPv6 /64), evicting the same way among
+	// that source's connections. 0 = no cap.
+	MaxHandshakesPerSource int
+	// ClientHelloTimeout bounds accept to an answered ClientHello in
+	// server mode, so that silent connections give their slot back sooner
+	// than HandshakeTimeout. Default 3s; never past HandshakeTimeout.
+	ClientHelloTimeout time.Duration
+	// HandshakeMemory budgets the bytes server-mode handshakes hold before
+	// they finish (estimated from what the clients sent); over it, the
+	// oldest unfinished handshake is cut. 0 = no budget.
+	HandshakeMemory int64
+	// MaxClientCertBytes bounds the client certificate chain a server-mode
+	// handshake may send, enforced on the ciphertext a handshake receives
+	// (this much plus an allowance for the ClientHello and the rest of the
+	// client's flight). 0 = no bound. Server certificates are not bound.
+	MaxClientCertBytes int
 	// HandshakeRate caps new connections per second that may start a
 	// handshake (a token bucket with a one-second burst); the excess is
 	// closed at accept, so a flood cannot starve established connections
@@ -97,6 +116,10 @@ func (c *Config) setDefaults() {
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
+	if c.ClientHelloTimeout <= 0 {
+		c.ClientHelloTimeout = 3 * time.Second
+	}
+	c.ClientHelloTimeout = min(c.ClientHelloTimeout, c.HandshakeTimeout)
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
@@ -109,7 +132,7 @@ type Server struct {
 	loops []*loop
 
 	active   atomic.Int64 // open connections, for MaxConns and Shutdown
-	shaking  atomic.Int64 // handshakes in flight, for MaxHandshakes
+	guard    *handshakeGuard
 	rate     tokenBucket
 	draining atomic.Bool
 	done     chan struct{}
@@ -128,7 +151,8 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{})}
+	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}),
+		guard: newHandshakeGuard(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource, cfg.HandshakeMemory)}
 	s.rate.init(cfg.HandshakeRate)
 	for i := 0; i < cfg.Loops; i++ {
 		l, err := newLoop(s)
