@@ -81,17 +81,17 @@ func HandshakeErrorReason(err error) string {
 }
 
 // isTimeout recognises the handshake deadline. The proxy reports it as
-// "no handshake within 10s" without a sentinel, so the text is matched too.
+// wrapping proxy.ErrHandshakeTimeout.
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) ||
-		(errors.As(err, &t) && t.Timeout()) || strings.Contains(err.Error(), "no handshake within")
+		(errors.As(err, &t) && t.Timeout()) || errors.Is(err, proxy.ErrHandshakeTimeout)
 }
 
 func isEOF(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		strings.Contains(err.Error(), "peer closed the connection")
+		errors.Is(err, proxy.ErrPeerClosed)
 }
 
 // textReasons maps crypto/tls error and alert texts to reasons, first match

@@ -14,6 +14,7 @@ import (
 
 	"github.com/moat-proxy/moat/certs"
 	"github.com/moat-proxy/moat/internal/testpki"
+	"github.com/moat-proxy/moat/proxy"
 )
 
 // remoteAlert builds the error crypto/tls returns when the peer sends an
@@ -29,7 +30,7 @@ func TestHandshakeErrorReasonTable(t *testing.T) {
 		want string
 	}{
 		{"nil", nil, ""},
-		{"proxy handshake timeout text", fmt.Errorf("no handshake within %s", 10*time.Second), ReasonTimeout},
+		{"proxy handshake timeout", fmt.Errorf("%w within %s", proxy.ErrHandshakeTimeout, 10*time.Second), ReasonTimeout},
 		{"deadline sentinel", fmt.Errorf("handshake: %w", os.ErrDeadlineExceeded), ReasonTimeout},
 		{"auth no cert", &certs.AuthError{Reason: certs.ReasonNoCert}, ReasonNoCert},
 		{"auth unknown CA", fmt.Errorf("wrapped: %w", &certs.AuthError{Reason: certs.ReasonUnknownCA}), ReasonUnknownCA},
@@ -56,7 +57,7 @@ func TestHandshakeErrorReasonTable(t *testing.T) {
 		{"eof", io.EOF, ReasonEOF},
 		{"unexpected eof", fmt.Errorf("read: %w", io.ErrUnexpectedEOF), ReasonEOF},
 		{"reset", &net.OpError{Op: "read", Err: os.NewSyscallError("read", syscall.ECONNRESET)}, ReasonEOF},
-		{"proxy peer closed", errors.New("peer closed the connection during the handshake"), ReasonEOF},
+		{"proxy peer closed", fmt.Errorf("%w during the handshake", proxy.ErrPeerClosed), ReasonEOF},
 		{"handshake failure alert", remoteAlert("handshake failure"), ReasonOther},
 		{"anything else", errors.New("tls: something new"), ReasonOther},
 	}

@@ -3,6 +3,7 @@ package metrics
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -83,7 +84,7 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 	o.Refused("handshake-rate")
 	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS13}, 3*time.Millisecond, nil)
 	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS12, DidResume: true}, time.Millisecond, nil)
-	o.Handshake(nil, 10*time.Second, errors.New("no handshake within 10s"))
+	o.Handshake(nil, 10*time.Second, fmt.Errorf("%w within 10s", proxy.ErrHandshakeTimeout))
 	o.Handshake(nil, time.Millisecond, &certs.AuthError{Reason: certs.ReasonNotAllowed})
 	o.DialFailed(errors.New("connection refused"))
 	o.Relayed(100, 0)

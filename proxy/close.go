@@ -12,23 +12,6 @@ import (
 	"github.com/moat-proxy/moat/certs"
 )
 
-// fail ends a connection after an engine error. The alert the engine queued
-// gets one chance to be written, so the peer learns why. When data was in
-// flight the plaintext socket is reset, never closed cleanly, so that the
-// far end cannot mistake the truncation for an orderly end.
-func (c *conn) fail(reason string, err error, resetPlain bool) {
-	if c.phase == phaseClosed {
-		return
-	}
-	if c.phase == phaseHandshake && c.handshook.IsZero() {
-		c.tlsInfo.SNI = c.eng.ConnectionState().ServerName // the name asked for, refused or not
-		c.l.srv.cfg.Observer.Handshake(nil, time.Since(c.start), err)
-	}
-	c.tls.writable = true // one attempt: a full socket buffer just drops the alert
-	c.flushTLS()
-	c.closeWith(reason, err, false, resetPlain)
-}
-
 // recoverPanic, deferred at the entry points of a connection's work, turns
 // a panic (a defect in moat) into the end of that one connection: both
 // sockets are reset and the defect is logged with its stack, while every
@@ -40,52 +23,7 @@ func (c *conn) recoverPanic() {
 	}
 	c.l.srv.cfg.Log.Error().Str("client", c.client).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).
 		Msg("internal error: this connection is closed, others are unaffected")
-	c.closeWith("internal error", fmt.Errorf("panic: %v", r), true, true)
-}
-
-// abort ends a connection for a reason of moat's own (idle or shutdown
-// timeout). A connection cut at the shutdown deadline is reset on both
-// sides whatever it holds: moat cannot know that a stream that paused was
-// complete, so neither peer may take the cut for an orderly end. An idle
-// connection gets close_notify and clean closes, unless data is still in
-// moat's hands, when it is reset too.
-func (c *conn) abort(err error) {
-	if c.phase == phaseClosed {
-		return
-	}
-	reason := "idle timeout"
-	if errors.Is(err, errClosedByShutdown) {
-		reason = "shutdown"
-	}
-	if reason == "shutdown" || c.toPlain.Len() > 0 || c.toTLS.Len() > 0 || c.eng.Buffered() > 0 {
-		c.closeWith(reason, err, true, true)
-		return
-	}
-	if c.phase == phaseRelay && !c.closeSent {
-		c.closeSent = true
-		c.eng.CloseWrite()
-		c.flushTLS()
-	}
-	c.closeWith(reason, err, false, false)
-}
-
-// closeWith closes both sockets, resetting those asked for (SO_LINGER 0
-// sends RST), releases the engine and the pipes, and logs the end.
-func (c *conn) closeWith(reason string, err error, resetTLS, resetPlain bool) {
-	if c.phase == phaseClosed {
-		return
-	}
-	c.phase = phaseClosed
-	c.l.timer.schedule(c, time.Time{})
-	c.doneShaking()
-	c.l.srv.active.Add(-1) // before the close, so a peer that sees it sees the count
-	c.closeSide(&c.tls, resetTLS)
-	c.closeSide(&c.pln, resetPlain)
-	c.eng.Close()
-	c.eng.Consume(c.eng.Pending()) // an alert that could not be sent: give the buffer back
-	c.toPlain.Free()
-	c.toTLS.Free()
-	c.report(reason, err)
+	c.end(ReasonInternalError, fmt.Errorf("panic: %v", r))
 }
 
 func (c *conn) closeSide(s *side, reset bool) {
@@ -101,7 +39,7 @@ func (c *conn) closeSide(s *side, reset bool) {
 }
 
 // report writes the one log line per connection and tells the observer.
-func (c *conn) report(reason string, err error) {
+func (c *conn) report(reason CloseReason, err error) {
 	s := c.tlsInfo
 	s.Client = c.client
 	s.Duration = time.Since(c.start)
@@ -118,7 +56,7 @@ func (c *conn) report(reason string, err error) {
 		// Probes, and what a flood leaves behind: counted, and summed up
 		// in the rate-limited limit lines, not one warning each.
 		level = zerolog.DebugLevel
-	case err != nil && reason != "closed":
+	case err != nil && reason != ReasonClosed:
 		level = zerolog.WarnLevel
 	}
 	ev := c.l.srv.cfg.Log.WithLevel(level).
@@ -126,7 +64,7 @@ func (c *conn) report(reason string, err error) {
 		Dur("duration_ms", s.Duration).
 		Int64("bytes_from_client", s.FromClient).
 		Int64("bytes_to_client", s.ToClient).
-		Str("reason", reason)
+		Stringer("reason", reason)
 	if s.TLSVersion != "" {
 		ev = ev.Str("tls_version", s.TLSVersion).Str("cipher", s.Cipher)
 	}

@@ -176,7 +176,7 @@ func (c *conn) handshake() bool {
 		return false
 	}
 	if c.tls.readEOF && !c.heardTLS && c.mode == ModeServer {
-		c.fail("handshake", errClosedSilently, false)
+		c.end(ReasonHandshake, errClosedSilently)
 		return false
 	}
 	err := c.eng.Handshake()
@@ -190,20 +190,14 @@ func (c *conn) handshake() bool {
 		return true
 	case errors.Is(err, tlsstate.ErrWantRead):
 		if c.tls.readEOF {
-			c.fail("handshake", errors.New("peer closed the connection during the handshake"), c.mode == ModeClient)
+			c.end(ReasonHandshake, fmt.Errorf("%w during the handshake", ErrPeerClosed))
 		}
 		return moved
 	default:
-		c.fail("handshake", err, c.mode == ModeClient)
+		c.end(ReasonHandshake, err)
 		return false
 	}
 }
-
-// errClosedSilently ends a connection whose peer closed it without sending
-// a byte: what TCP health checks and port scans do. It is logged at debug
-// level, so that a probe every few seconds does not fill the logs with
-// warnings; it is still counted as a failed handshake.
-var errClosedSilently = errors.New("peer closed the connection without sending a byte (a TCP health check or port scan)")
 
 // handshakeDone records what was negotiated and moves on: to dialling the
 // upstream in server mode, to relaying in client mode.
@@ -298,7 +292,7 @@ func (c *conn) dialFailed(err error) {
 // than an empty but orderly stream.
 func (c *conn) dialGiveUp(err error) {
 	c.l.srv.cfg.Observer.DialFailed(err)
-	c.closeWith("dial", err, c.mode == ModeServer, c.mode == ModeClient)
+	c.end(ReasonDial, err)
 }
 
 // dialTimeout bounds the connect: --connect-timeout, and in client mode
@@ -338,10 +332,18 @@ func (c *conn) onDeadline(now time.Time) {
 	switch c.phase {
 	case phaseHandshake:
 		if c.mode == ModeServer && !c.answered {
-			c.fail("client hello timeout", fmt.Errorf("%w: no ClientHello within %s", ErrClientHelloTimeout, c.l.srv.cfg.ClientHelloTimeout), false)
+			// A loop behind on its events may not have read a
+			// ClientHello that did arrive: give it one turn first, so
+			// that a busy moat does not blame its clients.
+			c.tls.readable = true
+			c.run()
+			if c.answered || c.phase != phaseHandshake {
+				return
+			}
+			c.end(ReasonClientHelloTimeout, fmt.Errorf("%w: no ClientHello within %s", ErrClientHelloTimeout, c.l.srv.cfg.ClientHelloTimeout))
 			return
 		}
-		c.fail("handshake timeout", fmt.Errorf("no handshake within %s", c.l.srv.cfg.HandshakeTimeout), c.mode == ModeClient)
+		c.end(ReasonHandshakeTimeout, fmt.Errorf("%w within %s", ErrHandshakeTimeout, c.l.srv.cfg.HandshakeTimeout))
 	case phaseDial:
 		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
 	case phaseRelay:
@@ -353,7 +355,7 @@ func (c *conn) onDeadline(now time.Time) {
 			c.l.timer.schedule(c, until)
 			return
 		}
-		c.abort(fmt.Errorf("idle for %s", idle))
+		c.end(ReasonIdleTimeout, fmt.Errorf("idle for %s", idle))
 	}
 }
 

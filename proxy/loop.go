@@ -252,7 +252,7 @@ func (l *loop) closeAllAndStop() {
 	for _, c := range l.conns {
 		if !seen[c] {
 			seen[c] = true
-			c.abort(errClosedByShutdown)
+			c.end(ReasonShutdown, errClosedByShutdown)
 		}
 	}
 }

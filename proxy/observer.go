@@ -38,7 +38,7 @@ type Summary struct {
 	SNI        string
 	ALPN       string
 	Peer       string // the verified peer certificate's subject CN, if any
-	Reason     string
+	Reason     CloseReason
 	Err        error
 }
 

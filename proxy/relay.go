@@ -48,7 +48,7 @@ func (c *conn) flushTLS() bool {
 			c.tls.writable = false
 		case err == unix.EINTR:
 		case err != nil:
-			c.closeWith("tls write", err, false, true)
+			c.end(ReasonTLSWrite, err)
 		}
 	}
 	return moved
@@ -88,7 +88,7 @@ func (c *conn) readTLS() bool {
 			c.tls.readable = false
 		case err == unix.EINTR:
 		default:
-			c.closeWith("tls read", err, false, true)
+			c.end(ReasonTLSRead, err)
 		}
 	}
 	return moved
@@ -144,7 +144,7 @@ func (c *conn) writePlain(b []byte) {
 		case err == unix.EAGAIN:
 			c.pln.writable = false
 		case err != nil && err != unix.EINTR:
-			c.closeWith("upstream write", err, true, false)
+			c.end(ReasonUpstreamWrite, err)
 			return
 		}
 	}
@@ -167,7 +167,7 @@ func (c *conn) flushPlain() bool {
 		case err == unix.EAGAIN:
 			c.pln.writable = false
 		case err != nil && err != unix.EINTR:
-			c.closeWith("upstream write", err, true, false)
+			c.end(ReasonUpstreamWrite, err)
 		}
 	}
 	return moved
@@ -205,7 +205,7 @@ func (c *conn) plainToEngine() bool {
 		c.pln.readable = false
 	case err == unix.EINTR:
 	default:
-		c.closeWith("upstream read", err, true, false)
+		c.end(ReasonUpstreamRead, err)
 	}
 	return moved
 }
@@ -273,7 +273,7 @@ func (c *conn) halfClose() bool {
 		moved = true
 	}
 	if c.pln.shutWR && c.tls.shutWR && c.phase != phaseClosed {
-		c.closeWith("closed", nil, false, false)
+		c.end(ReasonClosed, nil)
 		return false
 	}
 	return moved
@@ -316,10 +316,10 @@ func (c *conn) countRelayed(fromTLS, toTLS int) {
 // unexpected message.
 func (c *conn) failTLS(err error) {
 	if explained := c.explainRenegotiation(err); explained != nil {
-		c.fail("renegotiation refused", explained, true)
+		c.end(ReasonRenegotiationRefused, explained)
 		return
 	}
-	c.fail("tls", err, true)
+	c.end(ReasonTLS, err)
 }
 
 // explainRenegotiation names the flag at fault when err is a renegotiation

@@ -250,10 +250,6 @@ func (s *Server) closeLoops() {
 	}
 }
 
-// errClosedByShutdown is the close reason of connections still open when
-// the shutdown timeout ran out.
-var errClosedByShutdown = errors.New("shutdown")
-
 func isTemporaryAcceptErr(err error) bool {
 	return err == unix.ECONNABORTED || err == unix.EINTR || err == unix.EPROTO
 }

@@ -65,8 +65,8 @@ func (c *conn) chargeHandshake(n int) bool {
 	}
 	c.shakeIn += n
 	if limit := c.l.srv.cfg.MaxClientCertBytes; limit > 0 && c.shakeIn > limit+handshakeAllowance {
-		c.fail("handshake too large", fmt.Errorf("%w: the client sent over %d bytes during its handshake (--max-client-cert-bytes %d plus %d for the rest of its flight)",
-			ErrHandshakeTooLarge, limit+handshakeAllowance, limit, handshakeAllowance), false)
+		c.end(ReasonHandshakeTooLarge, fmt.Errorf("%w: the client sent over %d bytes during its handshake (--max-client-cert-bytes %d plus %d for the rest of its flight)",
+			ErrHandshakeTooLarge, limit+handshakeAllowance, limit, handshakeAllowance))
 		return false
 	}
 	victims := c.l.srv.guard.charge(c.hs, cost)
@@ -90,14 +90,11 @@ func (c *conn) evict(v *shake) {
 		return
 	}
 	c.hs = nil // the guard has already given the slot back
-	err := fmt.Errorf("%w: %s", ErrHandshakeEvicted, v.evicted)
-	reason := "handshake evicted"
-	if v.evicted == evictForMemory {
-		err = fmt.Errorf("%w: the oldest unfinished handshake is cut", ErrHandshakeMemory)
-		reason = "handshake memory"
-	}
 	c.l.srv.cfg.Observer.Evicted(v.evicted.String())
 	c.l.logLimit(evictionHelp[v.evicted], nil)
-	c.l.srv.cfg.Observer.Handshake(nil, c.l.now.Sub(c.start), err)
-	c.closeWith(reason, err, true, false)
+	if v.evicted == evictForMemory {
+		c.end(ReasonHandshakeMemory, fmt.Errorf("%w: the oldest unfinished handshake is cut", ErrHandshakeMemory))
+		return
+	}
+	c.end(ReasonHandshakeEvicted, fmt.Errorf("%w: %s", ErrHandshakeEvicted, v.evicted))
 }
