@@ -47,8 +47,8 @@ type conn struct {
 	eng  *tlsstate.Engine
 	mode Mode
 
-	toPlain upstream.Pipe // engine plaintext waiting for the plaintext socket
-	toTLS   upstream.Pipe // plaintext waiting for the engine
+	toPlain pipe // engine plaintext waiting for the plaintext socket
+	toTLS   pipe // plaintext waiting for the engine
 
 	phase      phase
 	deadline   time.Time

@@ -1,16 +1,12 @@
 // Package upstream holds the plaintext side of a moat connection: where the
-// plaintext goes (a TCP address or a unix socket), how it is dialled without
-// blocking the event loop, and the paired pipe that carries plaintext one way
-// with a bounded backlog.
+// plaintext goes (a TCP address or a unix socket) and how it is dialled
+// without blocking the event loop.
 //
 // Typical use from an event loop:
 //
 //	t, err := upstream.ParseTarget("unix:/run/app.sock")
 //	fd, inProgress, err := t.DialNonblocking()
 //	// if inProgress: wait for EPOLLOUT, then upstream.FinishDial(fd)
-//	var p upstream.Pipe // one per direction
-//	n, _ := unix.Write(fd, plaintext)
-//	p.Park(plaintext[n:]) // stop reading the source until p.Drained()
 package upstream
 
 import (
