@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/tlsstate"
-	"github.com/moat-proxy/moat/upstream"
 )
 
 // A connection goes through these phases in order. In server mode:
@@ -226,7 +226,7 @@ func (c *conn) startDial() {
 	}
 	dialled := c.dialled()
 	dialled.fd, dialled.writable = fd, !inProgress
-	if c.mode == ModeClient && c.l.srv.cfg.Target.Network == "tcp" {
+	if c.mode == ModeClient && c.l.srv.cfg.Target.Address().Network() == "tcp" {
 		setKeepAlive(fd, c.l.srv.cfg.KeepAlive)
 	}
 	if err := c.l.add(fd, c); err != nil {
@@ -256,7 +256,7 @@ func (c *conn) dialProgress() bool {
 		}
 		return false
 	}
-	if err := upstream.FinishDial(d.fd); err != nil {
+	if err := endpoint.FinishDial(d.fd); err != nil {
 		c.dialFailed(fmt.Errorf("dial %s: %w", c.l.srv.cfg.Target, err))
 		return false
 	}

@@ -8,7 +8,8 @@
 //
 //	srv, err := proxy.New(proxy.Config{
 //		Mode:   proxy.ModeServer,
-//		Listen: listen, Target: target, // upstream.Target values
+//		Listen: listen,                      // an endpoint.Address
+//		Target: endpoint.NewResolver(target), // dialled through its resolved addresses
 //		TLS:    tlsConfig,
 //		Log:    logger,
 //	})
@@ -32,7 +33,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // Mode says which side of a connection speaks TLS.
@@ -49,9 +50,9 @@ const (
 // named on each field.
 type Config struct {
 	Mode   Mode
-	Listen upstream.Target // where moat accepts connections
-	Target upstream.Target // where moat connects to
-	TLS    *tls.Config     // server or client configuration for the TLS side
+	Listen endpoint.Address   // where moat accepts connections
+	Target *endpoint.Resolver // where moat connects to, with its resolved addresses
+	TLS    *tls.Config        // server or client configuration for the TLS side
 
 	Loops            int           // event loops; default GOMAXPROCS
 	HighWater        int           // engine output bound per connection; default 64 KiB
