@@ -69,7 +69,7 @@ func (ca *testCA) pool() *x509.CertPool {
 
 func serverTemplate() *x509.Certificate {
 	tmpl := leafTemplate("localhost", x509.ExtKeyUsageServerAuth)
-	addHosts(tmpl, DefaultHosts)
+	addHosts(tmpl, DefaultHosts())
 	return tmpl
 }
 

@@ -108,7 +108,7 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 	}
 	cfg := &tls.Config{
 		MinVersion:    tls.VersionTLS12,
-		CipherSuites:  certs.TLS12CipherSuites,
+		CipherSuites:  certs.TLS12CipherSuites(),
 		ServerName:    serverName,
 		Renegotiation: reneg,
 	}

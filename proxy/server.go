@@ -235,11 +235,11 @@ func isTemporaryAcceptErr(err error) bool {
 	return err == unix.ECONNABORTED || err == unix.EINTR || err == unix.EPROTO
 }
 
-// HeldBytes returns the bytes the server holds in user space for its
+// heldBytes returns the bytes the server holds in user space for its
 // connections right now: engine input and output plus parked plaintext.
-// Kernel socket buffers are not included. It is for tests and diagnostics;
-// it asks every loop and waits for the answers.
-func (s *Server) HeldBytes() int64 {
+// Kernel socket buffers are not included. Tests use it to prove an idle
+// connection holds no buffer; it asks every loop and waits for the answers.
+func (s *Server) heldBytes() int64 {
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	for _, l := range s.loops {
