@@ -20,9 +20,9 @@ import (
 	"time"
 )
 
-// DefaultHosts are the names a self-signed or generated server certificate
-// covers when none are given.
-var DefaultHosts = []string{"localhost", "127.0.0.1", "::1"}
+// DefaultHosts returns the names a self-signed or generated server
+// certificate covers when none are given. The slice is the caller's own.
+func DefaultHosts() []string { return []string{"localhost", "127.0.0.1", "::1"} }
 
 // ClientCN and ClientSPIFFE identify the client certificate Generate makes.
 const (
@@ -35,7 +35,7 @@ const (
 // --self-signed: nothing is written to disk.
 func SelfSigned(hosts []string) (*tls.Certificate, error) {
 	if len(hosts) == 0 {
-		hosts = DefaultHosts
+		hosts = DefaultHosts()
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -68,7 +68,7 @@ func (f Files) all() []string {
 // left alone and reported unless force is set.
 func Generate(dir string, hosts []string, force bool) (Files, error) {
 	if len(hosts) == 0 {
-		hosts = DefaultHosts
+		hosts = DefaultHosts()
 	}
 	f := Files{
 		CACert: filepath.Join(dir, "ca.crt"), CAKey: filepath.Join(dir, "ca.key"),

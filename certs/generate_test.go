@@ -25,7 +25,7 @@ func TestGeneratedFilesWorkEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := LoadKeyPair(files.ClientCert, files.ClientKey)
+	client, err := loadKeyPair(files.ClientCert, files.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func TestGenerateRefusesToOverwrite(t *testing.T) {
 		t.Fatal("forced Generate did not replace ca.crt")
 	}
 	ca, _, _ := LoadCAPool(first.CACert)
-	server, _ := LoadKeyPair(first.ServerCert, first.ServerKey)
+	server, _ := loadKeyPair(first.ServerCert, first.ServerKey)
 	if _, err := server.Leaf.Verify(x509.VerifyOptions{Roots: ca, DNSName: "::1"}); err != nil {
 		t.Fatalf("regenerated server certificate does not chain to the new CA: %v", err)
 	}

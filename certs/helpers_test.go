@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -68,7 +69,7 @@ func (ca *testCA) pool() *x509.CertPool {
 
 func serverTemplate() *x509.Certificate {
 	tmpl := leafTemplate("localhost", x509.ExtKeyUsageServerAuth)
-	addHosts(tmpl, DefaultHosts)
+	addHosts(tmpl, DefaultHosts())
 	return tmpl
 }
 
@@ -168,4 +169,22 @@ func remoteAlert(err error) (tls.AlertError, bool) {
 		return 0, false
 	}
 	return tls.AlertError(v.Uint()), true
+}
+
+// loadKeyPair loads a certificate and key the way moat does, through a
+// file Source, and returns the certificate in service.
+func loadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
+	src, err := NewFileSource(certFile, keyFile, "")
+	if err != nil {
+		return nil, err
+	}
+	return src.Certificate(), nil
+}
+
+// serial is the serial number of the certificate src serves, nil if none.
+func serial(src *Source) *big.Int {
+	if c := src.Certificate(); c != nil && c.Leaf != nil {
+		return c.Leaf.SerialNumber
+	}
+	return nil
 }

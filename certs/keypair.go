@@ -17,23 +17,10 @@ import (
 	"strings"
 )
 
-// LoadKeyPair reads a PEM certificate chain (leaf first) and its PEM private
-// key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519). Errors are one line and
-// name the file at fault. The returned certificate has Leaf set.
-func LoadKeyPair(certFile, keyFile string) (*tls.Certificate, error) {
-	certPEM, err := readFile("certificate", certFile)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM, err := readFile("key", keyFile)
-	if err != nil {
-		return nil, err
-	}
-	return parseKeyPair(certFile, certPEM, keyFile, keyPEM)
-}
-
-// parseKeyPair is LoadKeyPair on bytes already read, so that Source can hash
-// exactly the bytes it parses.
+// parseKeyPair parses a PEM certificate chain (leaf first) and its PEM
+// private key (PKCS#1, PKCS#8 or SEC1; RSA, ECDSA or Ed25519) from bytes
+// already read, so that Source can hash exactly the bytes it parses. Errors
+// are one line and name the file at fault. The certificate has Leaf set.
 func parseKeyPair(certFile string, certPEM []byte, keyFile string, keyPEM []byte) (*tls.Certificate, error) {
 	chain, err := parseCertificates(certPEM)
 	if err != nil {

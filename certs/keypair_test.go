@@ -20,7 +20,7 @@ import (
 	"time"
 )
 
-func TestLoadKeyPairAcceptsEveryKeyEncoding(t *testing.T) {
+func TestKeyPairAcceptsEveryKeyEncoding(t *testing.T) {
 	ca := newTestCA(t, "test CA")
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -51,7 +51,7 @@ func TestLoadKeyPairAcceptsEveryKeyEncoding(t *testing.T) {
 			certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
 			writeTestFile(t, certFile, certPEM(leaf, ca.cert))
 			writeTestFile(t, keyFile, tc.pem)
-			got, err := LoadKeyPair(certFile, keyFile)
+			got, err := loadKeyPair(certFile, keyFile)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +62,7 @@ func TestLoadKeyPairAcceptsEveryKeyEncoding(t *testing.T) {
 	}
 }
 
-func TestLoadKeyPairErrorsNameTheFile(t *testing.T) {
+func TestKeyPairErrorsNameTheFile(t *testing.T) {
 	dir := t.TempDir()
 	ca := newTestCA(t, "test CA")
 	good, other := ca.issue(t, serverTemplate()), ca.issue(t, serverTemplate())
@@ -84,7 +84,7 @@ func TestLoadKeyPairErrorsNameTheFile(t *testing.T) {
 		{"certificate given as key", certFile, certFile, "key " + certFile + ": no PEM private key found (found CERTIFICATE)", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := LoadKeyPair(tc.cert, tc.key)
+			_, err := loadKeyPair(tc.cert, tc.key)
 			if err == nil || err.Error() != tc.want {
 				t.Fatalf("error = %v, want %q", err, tc.want)
 			}
@@ -96,12 +96,12 @@ func TestLoadKeyPairErrorsNameTheFile(t *testing.T) {
 			}
 		})
 	}
-	if _, err := LoadKeyPair(certFile, keyFile); err != nil {
+	if _, err := loadKeyPair(certFile, keyFile); err != nil {
 		t.Fatalf("good pair: %v", err)
 	}
 }
 
-func TestLoadKeyPairErrorNeverShowsKeyMaterial(t *testing.T) {
+func TestKeyPairErrorNeverShowsKeyMaterial(t *testing.T) {
 	key := newTestKey(t)
 	// A key whose DER is corrupt must be refused without echoing it.
 	der, _ := x509.MarshalPKCS8PrivateKey(key)
@@ -125,7 +125,7 @@ func TestSelfSignedCoversHostsForAYear(t *testing.T) {
 	if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok || leaf.PublicKey.(*ecdsa.PublicKey).Curve != elliptic.P256() {
 		t.Fatalf("key is %T, want ECDSA P-256", leaf.PublicKey)
 	}
-	for _, h := range DefaultHosts {
+	for _, h := range DefaultHosts() {
 		if err := leaf.VerifyHostname(h); err != nil {
 			t.Errorf("does not cover %s: %v", h, err)
 		}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -32,10 +31,9 @@ type Source struct {
 
 // material is one consistent generation of everything a Source serves.
 type material struct {
-	cert    *tls.Certificate // nil when the Source only carries a CA bundle
-	pool    *x509.CertPool   // nil when there is no CA bundle
-	caCerts []*x509.Certificate
-	sum     [sha256.Size]byte // of the file bytes this was parsed from
+	cert *tls.Certificate  // nil when the Source only carries a CA bundle
+	pool *x509.CertPool    // nil when there is no CA bundle
+	sum  [sha256.Size]byte // of the file bytes this was parsed from
 }
 
 // NewFileSource loads a certificate and key, and optionally a CA bundle
@@ -228,7 +226,7 @@ func (s *Source) parse(f fileSet, sum [sha256.Size]byte) (*material, error) {
 		}
 	}
 	if len(f.ca) > 0 || (s.caFile != "" && !s.caOptional) {
-		if m.pool, m.caCerts, err = parseCAPool(s.caFile, f.ca); err != nil {
+		if m.pool, _, err = parseCAPool(s.caFile, f.ca); err != nil {
 			return nil, err
 		}
 	}
@@ -240,9 +238,6 @@ func (s *Source) Certificate() *tls.Certificate { return s.current.Load().cert }
 
 // CAPool returns the CA bundle in service, or nil if there is none.
 func (s *Source) CAPool() *x509.CertPool { return s.current.Load().pool }
-
-// CACertificates returns the certificates of the CA bundle in service.
-func (s *Source) CACertificates() []*x509.Certificate { return s.current.Load().caCerts }
 
 // GetCertificate is a tls.Config.GetCertificate that serves the certificate
 // in service at the moment of the handshake.
@@ -269,15 +264,6 @@ func (s *Source) NotAfter() time.Time {
 		return c.Leaf.NotAfter
 	}
 	return time.Time{}
-}
-
-// Serial is the serial number of the certificate in service (nil if none),
-// for logging which certificate a reload put in place.
-func (s *Source) Serial() *big.Int {
-	if c := s.Certificate(); c != nil && c.Leaf != nil {
-		return c.Leaf.SerialNumber
-	}
-	return nil
 }
 
 // files lists the paths a watcher must look after.

@@ -108,11 +108,13 @@ func (e *AuthError) Alert() tls.AlertError {
 	}
 }
 
-// TLS12CipherSuites are the suites moat offers and accepts in TLS 1.2:
+// TLS12CipherSuites returns the suites moat offers and accepts in TLS 1.2:
 // ECDHE with AEAD ciphers only. crypto/tls's defaults also include the CBC
 // suites, which scanners flag (LUCKY13) and no current client needs. TLS 1.3
-// suites are not configurable and all AEAD.
-var TLS12CipherSuites = []uint16{
+// suites are not configurable and all AEAD. The slice is the caller's own.
+func TLS12CipherSuites() []uint16 { return slices.Clone(tls12CipherSuites) }
+
+var tls12CipherSuites = []uint16{
 	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
 	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
@@ -142,7 +144,7 @@ func (s *Source) ServerVerifier(p Policy) func(tls.ConnectionState) error {
 // Without it, clients are not asked for certificates
 // (--disable-authentication).
 func (s *Source) ServerTLSConfig(p Policy, requireClientCert bool) *tls.Config {
-	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLS12CipherSuites, GetCertificate: s.GetCertificate}
+	base := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: TLS12CipherSuites(), GetCertificate: s.GetCertificate}
 	refused := refuseServerName(base)
 	if !requireClientCert {
 		base.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {

@@ -58,7 +58,7 @@ func newCertsGenerateCommand() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&dir, "dir", "", "directory to write the certificates and keys into (created if missing)")
-	c.Flags().StringSliceVar(&hosts, "hosts", certs.DefaultHosts, "DNS names and IP addresses the server certificate covers")
+	c.Flags().StringSliceVar(&hosts, "hosts", certs.DefaultHosts(), "DNS names and IP addresses the server certificate covers")
 	c.Flags().BoolVar(&force, "force", false, "replace existing files")
 	return c
 }

@@ -9,8 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/proxy"
-	"github.com/moat-proxy/moat/upstream"
 )
 
 // clientOptions are the flags of `moat client`.
@@ -88,7 +88,7 @@ func (o *clientOptions) run(cmd *cobra.Command) error {
 
 // tlsConfig builds the client side of every connection. The returned Source
 // carries the client certificate, if any; it is nil otherwise.
-func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.Source, error) {
+func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.Source, error) {
 	reneg, err := renegotiationPolicy(o.renegotiation)
 	if err != nil {
 		return nil, nil, err
@@ -108,7 +108,7 @@ func (o *clientOptions) tlsConfig(target upstream.Target) (*tls.Config, *certs.S
 	}
 	cfg := &tls.Config{
 		MinVersion:    tls.VersionTLS12,
-		CipherSuites:  certs.TLS12CipherSuites,
+		CipherSuites:  certs.TLS12CipherSuites(),
 		ServerName:    serverName,
 		Renegotiation: reneg,
 	}
@@ -168,11 +168,11 @@ func renegotiationPolicy(s string) (tls.RenegotiationSupport, error) {
 
 // socketMode parses --listen-mode, which only means something for a unix
 // socket.
-func (o *clientOptions) socketMode(listen upstream.Target) (uint32, error) {
+func (o *clientOptions) socketMode(listen endpoint.Address) (uint32, error) {
 	if o.listenMode == "" {
 		return 0, nil
 	}
-	if listen.Network != "unix" {
+	if listen.Network() != "unix" {
 		return 0, flagError("listen-mode", "only applies to a unix:/path --listen")
 	}
 	m, err := strconv.ParseUint(o.listenMode, 8, 32)

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/moat-proxy/moat/certs"
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // TestClientFlagErrorsNameTheFlag: every bad client command line fails
@@ -66,8 +66,8 @@ func TestClientTLSConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := func(s string) upstream.Target {
-		tg, err := upstream.ParseTarget(s)
+	target := func(s string) endpoint.Address {
+		tg, err := endpoint.ParseTarget(s)
 		if err != nil {
 			t.Fatal(err)
 		}

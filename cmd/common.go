@@ -17,8 +17,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/proxy"
-	"github.com/moat-proxy/moat/upstream"
 )
 
 // commonOptions are the flags server and client modes share: one relay,
@@ -59,20 +59,20 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 }
 
 // addresses parses --listen and --target.
-func (o *commonOptions) addresses() (listen, target upstream.Target, err error) {
+func (o *commonOptions) addresses() (listen, target endpoint.Address, err error) {
 	if o.listen == "" {
 		return listen, target, flagError("listen", "required (host:port)")
 	}
 	if o.target == "" {
 		return listen, target, flagError("target", "required (host:port or unix:/path)")
 	}
-	if listen, err = upstream.ParseListen(o.listen); err != nil {
+	if listen, err = endpoint.ParseListen(o.listen); err != nil {
 		return listen, target, flagError("listen", "%v", err)
 	}
-	if target, err = upstream.ParseTarget(o.target); err != nil {
+	if target, err = endpoint.ParseTarget(o.target); err != nil {
 		return listen, target, flagError("target", "%v", err)
 	}
-	if target.Network == "tcp" && target.Port() == 0 {
+	if target.Network() == "tcp" && target.Port() == 0 {
 		return listen, target, flagError("target", "%q: port 0 cannot be connected to", o.target)
 	}
 	for _, d := range []struct {
@@ -97,12 +97,12 @@ func (o *commonOptions) addresses() (listen, target upstream.Target, err error) 
 	return listen, target, nil
 }
 
-func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target upstream.Target, tlsConfig *tls.Config, log zerolog.Logger) proxy.Config {
+func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target endpoint.Address, tlsConfig *tls.Config, log zerolog.Logger) proxy.Config {
 	if len(o.alpn) > 0 {
 		tlsConfig.NextProtos = o.alpn
 	}
 	return proxy.Config{
-		Mode: mode, Listen: listen, Target: target, TLS: tlsConfig,
+		Mode: mode, Listen: listen, Target: endpoint.NewResolver(target), TLS: tlsConfig,
 		HandshakeTimeout: o.handshakeTimeout, ConnectTimeout: o.connectTimeout,
 		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log, KeepAlive: o.keepAlive,
 		MaxHandshakes: o.maxHandshakes, HandshakeRate: o.handshakeRate,

@@ -12,11 +12,11 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/metrics"
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/proxyproto"
 	"github.com/moat-proxy/moat/status"
-	"github.com/moat-proxy/moat/upstream"
 )
 
 // upstreamCheckTTL and upstreamCheckTimeout bound what readiness probes
@@ -79,7 +79,7 @@ func (s *statusOptions) observer() proxy.Observer {
 // (stopping), through --shutdown-delay while moat still accepts, and then
 // while the server drains. It also records the expiry of the certificate in service.
 // Without --status it does nothing.
-func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upstream.Target, src *certs.Source) (stop func(context.Context), err error) {
+func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target *endpoint.Resolver, src *certs.Source) (stop func(context.Context), err error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -95,7 +95,7 @@ func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target upst
 		Gatherer:      s.run.reg,
 		EnablePprof:   s.pprof,
 		Draining:      func() bool { return stopping.Load() || srv.Draining() },
-		CheckUpstream: status.Cached(upstreamCheckTTL, dialCheck(target, s.proxyProtocol)),
+		CheckUpstream: status.Cached(upstreamCheckTTL, dialCheck(target.Address(), s.proxyProtocol)),
 	})
 	if errors.Is(err, status.ErrBadAddress) {
 		return nil, flagError("status", "%v", err)
@@ -147,7 +147,7 @@ func (s *statusOptions) onReload(src *certs.Source, next func(error)) func(error
 
 // dialCheck connects to the target and hangs up: a listening upstream is
 // what readiness promises the load balancer.
-func dialCheck(target upstream.Target, proxyProtocol int) func(context.Context) error {
+func dialCheck(target endpoint.Address, proxyProtocol int) func(context.Context) error {
 	var hello []byte
 	switch proxyProtocol {
 	case 1:
@@ -159,7 +159,7 @@ func dialCheck(target upstream.Target, proxyProtocol int) func(context.Context) 
 		ctx, cancel := context.WithTimeout(ctx, upstreamCheckTimeout)
 		defer cancel()
 		var d net.Dialer
-		c, err := d.DialContext(ctx, target.Network, target.Address)
+		c, err := d.DialContext(ctx, target.Network(), target.NetAddress())
 		if err != nil {
 			return err
 		}

@@ -14,9 +14,9 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/proxyproto"
-	"github.com/moat-proxy/moat/upstream"
 )
 
 func parseStatusFlags(t *testing.T, args ...string) *statusOptions {
@@ -30,11 +30,21 @@ func parseStatusFlags(t *testing.T, args ...string) *statusOptions {
 	return s
 }
 
+// parseTarget returns the resolver a proxy dials s through.
+func parseTarget(t *testing.T, s string) *endpoint.Resolver {
+	t.Helper()
+	a, err := endpoint.ParseTarget(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return endpoint.NewResolver(a)
+}
+
 // newTestProxy binds a proxy on a free port in front of target and serves
 // it until the test ends.
-func newTestProxy(t *testing.T, target upstream.Target, obs proxy.Observer) *proxy.Server {
+func newTestProxy(t *testing.T, target *endpoint.Resolver, obs proxy.Observer) *proxy.Server {
 	t.Helper()
-	listen, err := upstream.ParseTarget("127.0.0.1:0")
+	listen, err := endpoint.ParseTarget("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,19 +76,19 @@ func TestStatusFlagsOffByDefault(t *testing.T) {
 	if s.observer() != nil {
 		t.Error("observer without --status: want nil, so the proxy keeps its no-op observer")
 	}
-	stop, err := s.start(zerolog.Nop(), nil, upstream.Target{}, nil)
+	stop, err := s.start(zerolog.Nop(), nil, nil, nil)
 	if err != nil || stop == nil {
 		t.Fatalf("start without --status = %v", err)
 	}
 	stop(context.Background())
-	_, err = parseStatusFlags(t, "--enable-pprof").start(zerolog.Nop(), nil, upstream.Target{}, nil)
+	_, err = parseStatusFlags(t, "--enable-pprof").start(zerolog.Nop(), nil, nil, nil)
 	if err == nil || !strings.Contains(err.Error(), "--enable-pprof") {
 		t.Errorf("--enable-pprof without --status = %v, want an error naming the flag", err)
 	}
 }
 
 func TestStatusFlagErrorsNameTheFlag(t *testing.T) {
-	target, _ := upstream.ParseTarget("127.0.0.1:9")
+	target := parseTarget(t, "127.0.0.1:9")
 	s := parseStatusFlags(t, "--status", "localhost")
 	srv := newTestProxy(t, target, s.observer())
 	_, err := s.start(zerolog.Nop(), srv, target, nil)
@@ -108,7 +118,7 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	target, _ := upstream.ParseTarget(up.Addr().String())
+	target := parseTarget(t, up.Addr().String())
 	s := parseStatusFlags(t, "--status", "127.0.0.1:0")
 	srv := newTestProxy(t, target, s.observer())
 	stop, err := s.start(zerolog.Nop(), srv, target, nil)
@@ -157,7 +167,7 @@ func TestReadinessProbeSendsLocalHeaderWhenUpstreamExpectsPROXY(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	target, _ := upstream.ParseTarget(up.Addr().String())
+	target := parseTarget(t, up.Addr().String())
 	got := make(chan []byte, 1)
 	go func() {
 		c, err := up.Accept()
@@ -168,7 +178,7 @@ func TestReadinessProbeSendsLocalHeaderWhenUpstreamExpectsPROXY(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		got <- b
 	}()
-	if err := dialCheck(target, 2)(context.Background()); err != nil {
+	if err := dialCheck(target.Address(), 2)(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if b := <-got; string(b) != string(proxyproto.V2Local()) {

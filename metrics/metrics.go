@@ -64,10 +64,10 @@ var refusalReasons = []string{"max-conns", "max-handshakes", "max-handshakes-per
 // evictionReasons are the limits the proxy evicts unfinished handshakes for.
 var evictionReasons = []string{"max-handshakes", "max-handshakes-per-source", "handshake-memory"}
 
-// HandshakeBuckets are the moat_handshake_duration_seconds buckets: a local
+// handshakeBuckets are the moat_handshake_duration_seconds buckets: a local
 // handshake takes about a millisecond, one over a slow mobile link a second,
 // and the default handshake timeout is 10s.
-var HandshakeBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+var handshakeBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // New builds moat's metrics and registers them, with the Go runtime and
 // process collectors, on reg. Like prometheus.MustRegister it panics if a
@@ -80,7 +80,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_connections_refused_total",
 			Help: "Connections closed at accept because a limit was reached, by limit."}, []string{"reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "moat_handshake_duration_seconds",
-			Help: "Time from accept (or dial) to a completed TLS handshake; failed handshakes are not observed.", Buckets: HandshakeBuckets}),
+			Help: "Time from accept (or dial) to a completed TLS handshake; failed handshakes are not observed.", Buckets: handshakeBuckets}),
 		dialErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_upstream_dial_errors_total", Help: "Failed connects to --target."}),
 		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_sessions_resumed_total", Help: "Handshakes that resumed an earlier TLS session."}),
 		certExpiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_certificate_expiry_timestamp_seconds",

@@ -12,7 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // TestIdleTimeoutWithDataInFlightResets: when the idle timeout cuts a
@@ -65,9 +65,9 @@ func TestClientModeDialFailureResetsLocalClient(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	dead := ln.Addr().String()
 	ln.Close()
-	listen, _ := upstream.ParseTarget("127.0.0.1:0")
-	target, _ := upstream.ParseTarget(dead)
-	srv, err := New(Config{Mode: ModeClient, Listen: listen, Target: target,
+	listen, _ := endpoint.ParseTarget("127.0.0.1:0")
+	target, _ := endpoint.ParseTarget(dead)
+	srv, err := New(Config{Mode: ModeClient, Listen: listen, Target: endpoint.NewResolver(target),
 		TLS: &tls.Config{ServerName: "localhost", MinVersion: tls.VersionTLS12},
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
 	if err != nil {

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/tlsstate"
-	"github.com/moat-proxy/moat/upstream"
 )
 
 // A connection goes through these phases in order. In server mode:
@@ -47,8 +47,8 @@ type conn struct {
 	eng  *tlsstate.Engine
 	mode Mode
 
-	toPlain upstream.Pipe // engine plaintext waiting for the plaintext socket
-	toTLS   upstream.Pipe // plaintext waiting for the engine
+	toPlain pipe // engine plaintext waiting for the plaintext socket
+	toTLS   pipe // plaintext waiting for the engine
 
 	phase      phase
 	deadline   time.Time
@@ -233,7 +233,7 @@ func (c *conn) startDial() {
 	}
 	dialled := c.dialled()
 	dialled.fd, dialled.writable = fd, !inProgress
-	if c.mode == ModeClient && c.l.srv.cfg.Target.Network == "tcp" {
+	if c.mode == ModeClient && c.l.srv.cfg.Target.Address().Network() == "tcp" {
 		setKeepAlive(fd, c.l.srv.cfg.KeepAlive)
 	}
 	if err := c.l.add(fd, c); err != nil {
@@ -263,7 +263,7 @@ func (c *conn) dialProgress() bool {
 		}
 		return false
 	}
-	if err := upstream.FinishDial(d.fd); err != nil {
+	if err := endpoint.FinishDial(d.fd); err != nil {
 		c.dialFailed(fmt.Errorf("dial %s: %w", c.l.srv.cfg.Target, err))
 		return false
 	}

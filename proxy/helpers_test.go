@@ -18,7 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 var (
@@ -59,13 +59,13 @@ func serverCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 func startServer(t testing.TB, target string, edit func(*Config)) (*Server, *tls.Config) {
 	t.Helper()
 	cert, pool := serverCert(t)
-	listen, _ := upstream.ParseTarget("127.0.0.1:0")
-	tgt, err := upstream.ParseTarget(target)
+	listen, _ := endpoint.ParseTarget("127.0.0.1:0")
+	tgt, err := endpoint.ParseTarget(target)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Mode: ModeServer, Listen: listen, Target: tgt,
+		Mode: ModeServer, Listen: listen, Target: endpoint.NewResolver(tgt),
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 	}

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // listener is one listening socket shared by every loop. Each loop watches
@@ -27,26 +27,26 @@ type listener struct {
 
 // listen binds t with the standard library, for its address handling and
 // errors, then keeps a non-blocking duplicate of the socket for epoll.
-func listen(t upstream.Target, mode uint32) (*listener, error) {
-	if t.Network == "unix" {
-		if fi, err := os.Lstat(t.Address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+func listen(t endpoint.Address, mode uint32) (*listener, error) {
+	if t.Network() == "unix" {
+		if fi, err := os.Lstat(t.Path()); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			// A socket file left by a previous run; refuse if something
 			// still answers on it.
-			if c, err := net.Dial("unix", t.Address); err == nil {
+			if c, err := net.Dial("unix", t.Path()); err == nil {
 				c.Close()
-				return nil, fmt.Errorf("listen unix:%s: address already in use", t.Address)
+				return nil, fmt.Errorf("listen unix:%s: address already in use", t.Path())
 			}
-			os.Remove(t.Address)
+			os.Remove(t.Path())
 		}
 	}
-	if t.Network == "unix" && mode != 0 {
+	if t.Network() == "unix" && mode != 0 {
 		// Create the socket file with the requested mode from the start: a
 		// chmod after listen(2) would leave a moment when clients that the
 		// mode excludes could connect.
 		old := unix.Umask(0o777 &^ int(mode))
 		defer unix.Umask(old)
 	}
-	nl, err := net.Listen(t.Network, t.Address)
+	nl, err := net.Listen(t.Network(), t.NetAddress())
 	if err != nil {
 		return nil, err
 	}
@@ -54,11 +54,11 @@ func listen(t upstream.Target, mode uint32) (*listener, error) {
 	ln := &listener{addr: nl.Addr()}
 	if ul, ok := nl.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false)
-		ln.unixPath = t.Address
+		ln.unixPath = t.Path()
 		if mode != 0 {
-			if err := os.Chmod(t.Address, os.FileMode(mode)); err != nil {
-				os.Remove(t.Address)
-				return nil, fmt.Errorf("listen unix:%s: %w", t.Address, err)
+			if err := os.Chmod(t.Path(), os.FileMode(mode)); err != nil {
+				os.Remove(t.Path())
+				return nil, fmt.Errorf("listen unix:%s: %w", t.Path(), err)
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -16,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // TestRelayBothWaysTLS12AndTLS13 checks data both ways with each version.
@@ -304,11 +305,19 @@ func TestDialTriesEveryAddress(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	up := startUpstream(t, "tcp", fmt.Sprintf("127.0.0.2:%d", port), echo)
-	tgt, err := upstream.ParseTarget(fmt.Sprintf("upstream.test:%d", port))
+	name, err := endpoint.ParseTarget(fmt.Sprintf("upstream.test:%d", port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tgt.Pin(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
+	var answer []netip.Addr
+	tgt := endpoint.NewResolverFunc(name, func(context.Context, string) ([]netip.Addr, error) { return answer, nil })
+	pin := func(addrs ...netip.Addr) {
+		answer = addrs
+		if err := tgt.Resolve(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pin(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2"))
 	srv, ccfg := startServer(t, "127.0.0.1:1", func(c *Config) { c.Target = tgt })
 	c := dialTLS(t, srv, ccfg)
 	c.Write([]byte("ping"))
@@ -321,7 +330,7 @@ func TestDialTriesEveryAddress(t *testing.T) {
 		t.Fatalf("upstream on the second address accepted %d connections, want 1", up.accepted.Load())
 	}
 
-	tgt.Pin(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.3"))
+	pin(netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.3"))
 	c = dialTLS(t, srv, ccfg)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(buf); err == nil {

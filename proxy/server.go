@@ -8,7 +8,8 @@
 //
 //	srv, err := proxy.New(proxy.Config{
 //		Mode:   proxy.ModeServer,
-//		Listen: listen, Target: target, // upstream.Target values
+//		Listen: listen,                      // an endpoint.Address
+//		Target: endpoint.NewResolver(target), // dialled through its resolved addresses
 //		TLS:    tlsConfig,
 //		Log:    logger,
 //	})
@@ -32,7 +33,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // Mode says which side of a connection speaks TLS.
@@ -49,9 +50,9 @@ const (
 // named on each field.
 type Config struct {
 	Mode   Mode
-	Listen upstream.Target // where moat accepts connections
-	Target upstream.Target // where moat connects to
-	TLS    *tls.Config     // server or client configuration for the TLS side
+	Listen endpoint.Address   // where moat accepts connections
+	Target *endpoint.Resolver // where moat connects to, with its resolved addresses
+	TLS    *tls.Config        // server or client configuration for the TLS side
 
 	Loops            int           // event loops; default GOMAXPROCS
 	HighWater        int           // engine output bound per connection; default 64 KiB
@@ -254,11 +255,11 @@ func isTemporaryAcceptErr(err error) bool {
 	return err == unix.ECONNABORTED || err == unix.EINTR || err == unix.EPROTO
 }
 
-// HeldBytes returns the bytes the server holds in user space for its
+// heldBytes returns the bytes the server holds in user space for its
 // connections right now: engine input and output plus parked plaintext.
-// Kernel socket buffers are not included. It is for tests and diagnostics;
-// it asks every loop and waits for the answers.
-func (s *Server) HeldBytes() int64 {
+// Kernel socket buffers are not included. Tests use it to prove an idle
+// connection holds no buffer; it asks every loop and waits for the answers.
+func (s *Server) heldBytes() int64 {
 	var total atomic.Int64
 	var wg sync.WaitGroup
 	for _, l := range s.loops {

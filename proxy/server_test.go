@@ -13,7 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/moat-proxy/moat/upstream"
+	"github.com/moat-proxy/moat/endpoint"
 )
 
 // TestCallsAfterServeReturnDoNotHang: once Serve has returned, the calls
@@ -22,13 +22,13 @@ import (
 func TestCallsAfterServeReturnDoNotHang(t *testing.T) {
 	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
 	cert, _ := serverCert(t)
-	listen, _ := upstream.ParseTarget("127.0.0.1:0")
-	tgt, err := upstream.ParseTarget(up.addr())
+	listen, _ := endpoint.ParseTarget("127.0.0.1:0")
+	tgt, err := endpoint.ParseTarget(up.addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv, err := New(Config{
-		Mode: ModeServer, Listen: listen, Target: tgt,
+		Mode: ModeServer, Listen: listen, Target: endpoint.NewResolver(tgt),
 		TLS: &tls.Config{Certificates: []tls.Certificate{cert}},
 		Log: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel),
 	})

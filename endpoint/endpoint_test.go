@@ -1,10 +1,11 @@
-package upstream
+package endpoint
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -36,64 +37,12 @@ func TestParseTarget(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got.Network != c.network || got.Address != c.address || got.Port() != c.port {
+		if err != nil || got.Network() != c.network || got.NetAddress() != c.address || got.Port() != c.port {
 			t.Errorf("ParseTarget(%q) = %+v (port %d), %v", c.in, got, got.Port(), err)
 		}
 		if got.String() != c.in {
 			t.Errorf("String() = %q, want %q", got.String(), c.in)
 		}
-	}
-}
-
-// TestPipeParksOnlyWhatTheSinkRefused checks the backpressure accounting:
-// no room while anything is parked, room again once it drains, and no
-// buffer held while empty.
-func TestPipeParksOnlyWhatTheSinkRefused(t *testing.T) {
-	var p Pipe
-	p.SetLimit(10)
-	if p.Room() != 10 || p.buf != nil {
-		t.Fatalf("empty pipe: room %d, buffer held %v", p.Room(), p.buf != nil)
-	}
-	src := []byte("0123456789")
-	p.Park(src[4:])
-	src[5] = 'X' // Park copied
-	if p.Room() != 0 || string(p.Backlog()) != "456789" {
-		t.Fatalf("after park: room %d backlog %q", p.Room(), p.Backlog())
-	}
-	p.Consume(4)
-	if p.Room() != 0 || string(p.Backlog()) != "89" {
-		t.Fatalf("partly drained: room %d backlog %q", p.Room(), p.Backlog())
-	}
-	p.Consume(2)
-	if p.Room() != 10 || p.buf != nil || p.Len() != 0 {
-		t.Fatalf("drained: room %d, buffer held %v", p.Room(), p.buf != nil)
-	}
-	defer func() {
-		if recover() == nil {
-			t.Fatal("parking more than Room did not panic")
-		}
-	}()
-	p.Park(make([]byte, 11))
-}
-
-func TestPipeClosedAfterDataBrokenNow(t *testing.T) {
-	var p Pipe
-	p.Park([]byte("tail"))
-	p.CloseWrite()
-	if p.Drained() || p.Room() != 0 {
-		t.Fatal("a closed pipe with a backlog reports drained or room")
-	}
-	p.Consume(4)
-	if !p.Drained() {
-		t.Fatal("closed and empty pipe is not drained: the sink would never get EOF")
-	}
-
-	var q Pipe
-	q.Park([]byte("lost"))
-	boom := errors.New("reset")
-	q.Break(boom)
-	if q.Len() != 0 || q.Drained() || !errors.Is(q.Err(), boom) || q.Room() != 0 {
-		t.Fatalf("broken pipe: len %d drained %v err %v room %d", q.Len(), q.Drained(), q.Err(), q.Room())
 	}
 }
 
@@ -110,7 +59,7 @@ func TestDialNonblocking(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fd, inProgress, err := tgt.DialNonblocking()
+		fd, inProgress, err := NewResolver(tgt).DialAddress(0)
 		if err != nil {
 			t.Fatalf("dial %s: %v", addr, err)
 		}
@@ -124,7 +73,7 @@ func TestDialNonblocking(t *testing.T) {
 	}
 	tcp.Close()
 	tgt, _ := ParseTarget(tcp.Addr().String())
-	fd, inProgress, err := tgt.DialNonblocking()
+	fd, inProgress, err := NewResolver(tgt).DialAddress(0)
 	if err == nil && inProgress {
 		waitWritable(t, fd)
 		err = FinishDial(fd)
@@ -150,10 +99,11 @@ func TestResolvePrefersIPv4(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tgt.Resolve(context.Background()); err != nil {
+	r := NewResolver(tgt)
+	if err := r.Resolve(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	sa, family, err := tgt.Sockaddr()
+	sa, family, err := r.sockaddr(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +116,7 @@ func TestResolvePrefersIPv4(t *testing.T) {
 // the README's examples; a bad port is still refused.
 func TestParseListenAllowsEmptyHost(t *testing.T) {
 	got, err := ParseListen(":8443")
-	if err != nil || got.Network != "tcp" || got.Address != ":8443" || got.Port() != 8443 {
+	if err != nil || got.Network() != "tcp" || got.NetAddress() != ":8443" || got.Port() != 8443 {
 		t.Fatalf("ParseListen(:8443) = %+v, %v", got, err)
 	}
 	for _, bad := range []string{":", ":x", ":99999", "8443"} {
@@ -174,7 +124,69 @@ func TestParseListenAllowsEmptyHost(t *testing.T) {
 			t.Errorf("ParseListen(%q) accepted", bad)
 		}
 	}
-	if got, err := ParseListen("unix:/run/moat.sock"); err != nil || got.Network != "unix" {
+	if got, err := ParseListen("unix:/run/moat.sock"); err != nil || got.Network() != "unix" {
 		t.Fatalf("ParseListen(unix:...) = %+v, %v", got, err)
+	}
+}
+
+// TestResolverCountsWhatItMayDial: a host name may be dialled at each of
+// its addresses, IPv4 first, in the order the lookup gave them; an IP
+// literal or a unix socket at exactly one; an unresolved name at none.
+func TestResolverCountsWhatItMayDial(t *testing.T) {
+	name, _ := ParseTarget("app.test:8080")
+	answer := []netip.Addr{netip.MustParseAddr("::1"), netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("::ffff:127.0.0.3")}
+	r := NewResolverFunc(name, func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if host != "app.test" {
+			t.Errorf("looked up %q", host)
+		}
+		return answer, nil
+	})
+	if n := r.Addresses(); n != 0 {
+		t.Fatalf("unresolved: %d addresses", n)
+	}
+	if _, _, err := r.DialAddress(0); !errors.Is(err, ErrNotResolved) {
+		t.Fatalf("dial before resolving: %v, want ErrNotResolved", err)
+	}
+	if err := r.Resolve(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"127.0.0.2", "127.0.0.3", "::1"}
+	if r.Addresses() != len(want) {
+		t.Fatalf("%d addresses, want %d", r.Addresses(), len(want))
+	}
+	for i, w := range want {
+		if got := r.ip(i).String(); got != w {
+			t.Errorf("address %d = %s, want %s", i, got, w)
+		}
+	}
+	if answer[0].String() != "::1" || answer[2].String() != "::ffff:127.0.0.3" {
+		t.Errorf("Resolve rewrote the lookup's answer: %v", answer)
+	}
+
+	for _, s := range []string{"127.0.0.1:80", "[::1]:80", "unix:/run/app.sock"} {
+		a, _ := ParseTarget(s)
+		if n := NewResolverFunc(a, nil).Addresses(); n != 1 {
+			t.Errorf("%s: %d addresses, want 1", s, n)
+		}
+	}
+}
+
+// TestZeroResolverHasNothingToDial: neither the zero Resolver nor a nil
+// one panics; both have no address and refuse to dial.
+func TestZeroResolverHasNothingToDial(t *testing.T) {
+	for _, r := range []*Resolver{new(Resolver), nil} {
+		if n := r.Addresses(); n != 0 {
+			t.Errorf("%d addresses, want 0", n)
+		}
+		if fd, _, err := r.DialAddress(0); err == nil || fd != -1 {
+			t.Errorf("DialAddress = %d, %v; want an error", fd, err)
+		}
+		if err := r.Resolve(context.Background()); err == nil {
+			t.Error("Resolve of no address succeeded")
+		}
+		r.KeepResolved(time.Millisecond, nil) // returns at once
+		if r.String() != "" || r.Address() != (Address{}) {
+			t.Errorf("address %q", r.String())
+		}
 	}
 }
