@@ -27,18 +27,6 @@ const (
 	phaseClosed
 )
 
-// side is one socket of a connection and what epoll last said about it.
-// Sockets are edge-triggered: readable and writable stay true until a call
-// returns EAGAIN.
-type side struct {
-	fd       int
-	readable bool
-	writable bool
-	hup      bool // EPOLLRDHUP/EPOLLHUP seen: read until 0, never stop at a short read
-	readEOF  bool
-	shutWR   bool
-}
-
 // conn is one proxied connection. It belongs to one loop.
 type conn struct {
 	l    *loop
@@ -78,6 +66,7 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	c := &conn{
 		l: l, mode: l.srv.cfg.Mode, heapIndex: -1, start: now, lastActive: now,
 		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa), peerAddr: sa,
+		toPlain: pipe{limit: l.srv.budget.batch()}, toTLS: pipe{limit: l.srv.budget.batch()},
 	}
 	var src netip.Addr
 	if c.mode == ModeServer {

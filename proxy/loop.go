@@ -48,7 +48,7 @@ func newLoop(s *Server) (*loop, error) {
 		unix.Close(epfd)
 		return nil, err
 	}
-	l := &loop{srv: s, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, 64<<10)}
+	l := &loop{srv: s, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, s.budget.batch())}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
 		l.close()
 		return nil, err

@@ -2,9 +2,6 @@ package proxy
 
 import "sync"
 
-// pipeLimit bounds the plaintext a pipe parks for its sink.
-const pipeLimit = 64 << 10
-
 // pipe carries plaintext one way, from a source (the TLS engine or a
 // plaintext socket) to a sink socket. The relay writes straight to the sink
 // and parks only what the sink did not take; while anything is parked the
@@ -14,15 +11,17 @@ const pipeLimit = 64 << 10
 // drops the backlog with Free.
 //
 // A pipe is owned by one event loop goroutine and is not safe for
-// concurrent use. Its zero value is an empty, open pipe; an empty pipe
-// holds no buffer.
+// concurrent use. Its limit, the most it parks, is the relay's batch
+// (budget.batch); the zero value parks nothing. An empty pipe holds no
+// buffer.
 type pipe struct {
 	buf    *[]byte // pooled backing array, nil while empty
 	data   []byte  // the parked remainder, a window into *buf
+	limit  int     // the most the pipe parks
 	closed bool    // CloseWrite called: EOF follows the data
 }
 
-var pipePool = sync.Pool{New: func() any { b := make([]byte, pipeLimit); return &b }}
+var pipePool = sync.Pool{New: func() any { return new([]byte) }}
 
 // Room is how many more bytes the pipe may park; 0 means stop reading the
 // source. A pipe with a backlog has no room at all, so that bytes reach the
@@ -31,7 +30,7 @@ func (p *pipe) Room() int {
 	if p.closed || len(p.data) > 0 {
 		return 0
 	}
-	return pipeLimit
+	return p.limit
 }
 
 // Park keeps b, the part of a write the sink did not take. It copies b; the
@@ -46,6 +45,9 @@ func (p *pipe) Park(b []byte) {
 	}
 	if p.buf == nil {
 		p.buf = pipePool.Get().(*[]byte)
+		if cap(*p.buf) < p.limit {
+			*p.buf = make([]byte, 0, p.limit)
+		}
 	}
 	p.data = append((*p.buf)[:0], b...)
 }

@@ -5,11 +5,13 @@ import (
 	"testing"
 )
 
+const pipeLimit = 64 << 10
+
 // TestPipeParksOnlyWhatTheSinkRefused checks the backpressure accounting:
 // no room while anything is parked, room again once it drains, and no
 // buffer held while empty.
 func TestPipeParksOnlyWhatTheSinkRefused(t *testing.T) {
-	var p pipe
+	p := pipe{limit: pipeLimit}
 	if p.Room() != pipeLimit || p.buf != nil {
 		t.Fatalf("empty pipe: room %d, buffer held %v", p.Room(), p.buf != nil)
 	}
@@ -43,7 +45,7 @@ func TestPipeParksOnlyWhatTheSinkRefused(t *testing.T) {
 // TestPipeClosedAfterData: a closed pipe still delivers its backlog, and
 // only then is it drained, the moment the sink gets EOF.
 func TestPipeClosedAfterData(t *testing.T) {
-	var p pipe
+	p := pipe{limit: pipeLimit}
 	p.Park([]byte("tail"))
 	p.CloseWrite()
 	if p.Drained() || p.Room() != 0 {

@@ -37,17 +37,13 @@ func (c *conn) relay() bool {
 func (c *conn) flushTLS() bool {
 	moved := false
 	for c.phase != phaseClosed && c.eng.Pending() > 0 && c.tls.writable {
-		n, err := unix.Write(c.tls.fd, c.eng.Output())
+		n, err := c.tls.write(c.eng.Output())
 		if n > 0 {
 			c.eng.Consume(n)
 			c.lastActive = c.l.now
 			moved = true
 		}
-		switch {
-		case err == unix.EAGAIN:
-			c.tls.writable = false
-		case err == unix.EINTR:
-		case err != nil:
+		if err != nil {
 			c.end(ReasonTLSWrite, err)
 		}
 	}
@@ -64,11 +60,11 @@ func (c *conn) readTLS() bool {
 		if len(space) == 0 {
 			break
 		}
-		n, err := unix.Read(c.tls.fd, space)
-		// Commit on every outcome, EAGAIN included: an uncommitted
+		n, err := c.tls.read(space)
+		// Commit on every outcome, would-block included: an uncommitted
 		// InputSpace pins the engine's input buffer, and a connection
 		// waiting for its peer must hold none.
-		c.eng.Commit(max(n, 0))
+		c.eng.Commit(n)
 		switch {
 		case n > 0:
 			c.lastActive = c.l.now
@@ -77,17 +73,10 @@ func (c *conn) readTLS() bool {
 			if !c.chargeHandshake(n) {
 				return moved
 			}
-			if n < len(space) && !c.tls.hup {
-				c.tls.readable = false
-			}
-		case err == nil:
-			c.tls.readEOF = true
+		case err == io.EOF:
 			c.eng.FeedEOF()
 			moved = true
-		case err == unix.EAGAIN:
-			c.tls.readable = false
-		case err == unix.EINTR:
-		default:
+		case err != nil:
 			c.end(ReasonTLSRead, err)
 		}
 	}
@@ -102,9 +91,7 @@ func (c *conn) engineToPlain() bool {
 	if c.phase == phaseClosed || room == 0 || c.pln.shutWR {
 		return false
 	}
-	if c.eng.Pending() >= 2*c.l.srv.cfg.HighWater {
-		// Reads can produce output too (KeyUpdate answers): a peer that
-		// sends and never reads must not grow it without bound.
+	if !c.l.srv.budget.mayDecrypt(c.eng.Pending()) {
 		return false
 	}
 	buf := c.l.scratch[:min(room, len(c.l.scratch))]
@@ -135,15 +122,9 @@ func (c *conn) writePlain(b []byte) {
 	n := 0
 	if c.pln.writable {
 		var err error
-		n, err = unix.Write(c.pln.fd, b)
-		if n < 0 {
-			n = 0
-		}
+		n, err = c.pln.write(b)
 		c.deliveredPlain(n)
-		switch {
-		case err == unix.EAGAIN:
-			c.pln.writable = false
-		case err != nil && err != unix.EINTR:
+		if err != nil {
 			c.end(ReasonUpstreamWrite, err)
 			return
 		}
@@ -156,17 +137,14 @@ func (c *conn) writePlain(b []byte) {
 func (c *conn) flushPlain() bool {
 	moved := false
 	for c.phase != phaseClosed && c.toPlain.Len() > 0 && c.pln.writable {
-		n, err := unix.Write(c.pln.fd, c.toPlain.Backlog())
+		n, err := c.pln.write(c.toPlain.Backlog())
 		if n > 0 {
 			c.toPlain.Consume(n)
 			c.deliveredPlain(n)
 			c.lastActive = c.l.now
 			moved = true
 		}
-		switch {
-		case err == unix.EAGAIN:
-			c.pln.writable = false
-		case err != nil && err != unix.EINTR:
+		if err != nil {
 			c.end(ReasonUpstreamWrite, err)
 		}
 	}
@@ -182,29 +160,21 @@ func (c *conn) plainToEngine() bool {
 	if c.phase == phaseClosed || c.toTLS.Len() > 0 || c.toTLS.Closed() || !c.pln.readable || c.pln.readEOF {
 		return moved
 	}
-	room := c.l.srv.cfg.HighWater - c.eng.Pending()
-	room -= room/16 + 512 // record headers and tags, so the whole batch fits
-	if room <= 0 {
+	room := c.l.srv.budget.encryptRoom(c.eng.Pending())
+	if room == 0 {
 		return moved
 	}
 	buf := c.l.scratch[:min(room, len(c.l.scratch), c.toTLS.Room())]
-	n, err := unix.Read(c.pln.fd, buf)
+	n, err := c.pln.read(buf)
 	switch {
 	case n > 0:
 		c.lastActive = c.l.now
-		if n < len(buf) && !c.pln.hup {
-			c.pln.readable = false
-		}
 		c.writeEngine(buf[:n])
 		return true
-	case err == nil:
-		c.pln.readEOF = true
+	case err == io.EOF:
 		c.toTLS.CloseWrite()
 		return true
-	case err == unix.EAGAIN:
-		c.pln.readable = false
-	case err == unix.EINTR:
-	default:
+	case err != nil:
 		c.end(ReasonUpstreamRead, err)
 	}
 	return moved

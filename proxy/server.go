@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/moat-proxy/moat/endpoint"
+	"github.com/moat-proxy/moat/tlsstate"
 )
 
 // Mode says which side of a connection speaks TLS.
@@ -109,7 +110,7 @@ func (c *Config) setDefaults() {
 		c.Loops = runtime.GOMAXPROCS(0)
 	}
 	if c.HighWater <= 0 {
-		c.HighWater = 64 << 10
+		c.HighWater = tlsstate.DefaultHighWater
 	}
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
@@ -132,6 +133,7 @@ type Server struct {
 	ln    *listener
 	loops []*loop
 
+	budget   budget       // the relay's sizes, from HighWater
 	active   atomic.Int64 // open connections, for MaxConns and Shutdown
 	guard    *handshakeGuard
 	rate     tokenBucket
@@ -152,7 +154,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}),
+	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}), budget: newBudget(cfg.HighWater),
 		guard: newHandshakeGuard(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource, cfg.HandshakeMemory)}
 	s.rate.init(cfg.HandshakeRate)
 	for i := 0; i < cfg.Loops; i++ {

@@ -64,8 +64,13 @@ func (o Options) highWater() int {
 	if o.HighWater > 0 {
 		return o.HighWater
 	}
-	return 64 << 10
+	return DefaultHighWater
 }
+
+// DefaultHighWater is the Output bound when Options.HighWater is 0. The
+// input buffer holds as much ciphertext, and an output buffer starts at
+// this size.
+const DefaultHighWater = 64 << 10
 
 func (o Options) maxWriteChunk() int {
 	if o.MaxWriteChunk > 0 {

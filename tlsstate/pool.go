@@ -8,8 +8,8 @@ import (
 // Buffers are pooled as *[]byte so that Get and Put never allocate, and an
 // engine returns them as soon as they are empty: an idle engine holds none.
 const (
-	inputCap     = 64 << 10  // bound on ciphertext held before crypto/tls takes it
-	outputCap    = 64 << 10  // starting size; a handshake flight or HighWater+record may grow it
+	inputCap     = DefaultHighWater // bound on ciphertext held before crypto/tls takes it
+	outputCap    = DefaultHighWater // starting size; a handshake flight or HighWater+record may grow it
 	maxPooledCap = 256 << 10 // larger buffers are left to the GC instead of pinning memory in the pool
 )
 
