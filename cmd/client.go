@@ -66,7 +66,6 @@ func (o *clientOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer flushLog()
-	o.common.flushLog = flushLog
 	listen, target, err := o.common.addresses()
 	if err != nil {
 		return err

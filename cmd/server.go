@@ -85,7 +85,6 @@ func (o *serverOptions) run(cmd *cobra.Command) error {
 		return err
 	}
 	defer flushLog()
-	o.common.flushLog = flushLog
 	listen, target, err := o.common.addresses()
 	if err != nil {
 		return err

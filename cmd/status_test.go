@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/proxyproto"
+	"github.com/moat-proxy/moat/runner"
 	"github.com/moat-proxy/moat/upstream"
 )
 
@@ -30,8 +33,8 @@ func parseStatusFlags(t *testing.T, args ...string) *statusOptions {
 	return s
 }
 
-// newTestProxy binds a proxy on a free port in front of target and serves
-// it until the test ends.
+// newTestProxy binds a proxy on a free port in front of target; the test
+// serves it.
 func newTestProxy(t *testing.T, target upstream.Target, obs proxy.Observer) *proxy.Server {
 	t.Helper()
 	listen, err := upstream.ParseTarget("127.0.0.1:0")
@@ -43,10 +46,6 @@ func newTestProxy(t *testing.T, target upstream.Target, obs proxy.Observer) *pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	return srv
 }
 
@@ -66,12 +65,13 @@ func TestStatusFlagsOffByDefault(t *testing.T) {
 	if s.observer() != nil {
 		t.Error("observer without --status: want nil, so the proxy keeps its no-op observer")
 	}
-	stop, err := s.start(zerolog.Nop(), nil, upstream.Target{}, nil)
-	if err != nil || stop == nil {
-		t.Fatalf("start without --status = %v", err)
+	if s.port(zerolog.Nop(), upstream.Target{}, nil) != nil {
+		t.Error("status port without --status: want none")
 	}
-	stop(context.Background())
-	_, err = parseStatusFlags(t, "--enable-pprof").start(zerolog.Nop(), nil, upstream.Target{}, nil)
+	if err := s.check(); err != nil {
+		t.Errorf("check without --status = %v", err)
+	}
+	err := parseStatusFlags(t, "--enable-pprof").check()
 	if err == nil || !strings.Contains(err.Error(), "--enable-pprof") {
 		t.Errorf("--enable-pprof without --status = %v, want an error naming the flag", err)
 	}
@@ -79,9 +79,9 @@ func TestStatusFlagsOffByDefault(t *testing.T) {
 
 func TestStatusFlagErrorsNameTheFlag(t *testing.T) {
 	target, _ := upstream.ParseTarget("127.0.0.1:9")
+	ready := func() bool { return true }
 	s := parseStatusFlags(t, "--status", "localhost")
-	srv := newTestProxy(t, target, s.observer())
-	_, err := s.start(zerolog.Nop(), srv, target, nil)
+	_, err := s.open(zerolog.Nop(), ready, target, nil)
 	var ue usageError
 	if err == nil || !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "--status: ") {
 		t.Errorf("bad --status address = %v, want a usage error naming --status", err)
@@ -93,15 +93,16 @@ func TestStatusFlagErrorsNameTheFlag(t *testing.T) {
 	}
 	defer taken.Close()
 	s = parseStatusFlags(t, "--status", taken.Addr().String())
-	_, err = s.start(zerolog.Nop(), srv, target, nil)
+	_, err = s.open(zerolog.Nop(), ready, target, nil)
 	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "--status") || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("--status on a port in use = %v, want a start-up error naming --status", err)
 	}
 }
 
 // TestStatusPortFollowsUpstreamAndShutdown wires the status port to a real
-// proxy.Server as runProxy does and checks readiness against a real upstream
-// socket, the reload counter, and the flip to 503 when Shutdown begins.
+// proxy.Server under the runner as runProxy does, and checks readiness
+// against a real upstream socket, the reload counter, and the flip to 503
+// at the shutdown signal, which lasts through the delay and the drain.
 func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -111,11 +112,14 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 	target, _ := upstream.ParseTarget(up.Addr().String())
 	s := parseStatusFlags(t, "--status", "127.0.0.1:0")
 	srv := newTestProxy(t, target, s.observer())
-	stop, err := s.start(zerolog.Nop(), srv, target, nil)
-	if err != nil {
-		t.Fatal(err)
+	sigs := make(chan os.Signal, 1)
+	r := runner.New(runner.Options{Services: []runner.Service{{Server: srv}}, Status: s.port(zerolog.Nop(), target, nil),
+		ShutdownDelay: 300 * time.Millisecond, ShutdownTimeout: 5 * time.Second, Signals: sigs, Log: zerolog.Nop()})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	for !r.Ready() {
+		time.Sleep(time.Millisecond)
 	}
-	defer stop(context.Background())
 	base := "http://" + s.run.server.Addr().String()
 
 	if code, body := httpGet(t, base+"/readyz"); code != http.StatusOK {
@@ -133,21 +137,28 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 		t.Errorf("/readyz with the upstream gone = %d %q, want 503 upstream unreachable", code, body)
 	}
 
-	// A signal during --shutdown-delay: still accepting, no longer ready.
-	stopping.Store(true)
-	code, body = httpGet(t, base+"/readyz")
-	stopping.Store(false)
-	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") {
-		t.Errorf("/readyz once a signal arrived = %d %q, want 503 draining", code, body)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	// A connection that has not finished its handshake keeps the drain
+	// going until it hangs up.
+	open, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer open.Close()
+	sigs <- syscall.SIGTERM
+	// During --shutdown-delay: still accepting, no longer ready.
+	code, body = httpGet(t, base+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") || srv.Draining() {
+		t.Errorf("/readyz once a signal arrived = %d %q (proxy draining %v), want 503 draining while still accepting", code, body, srv.Draining())
+	}
+	for !srv.Draining() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if code, body := httpGet(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") {
-		t.Errorf("/readyz after Shutdown = %d %q, want 503 draining", code, body)
+		t.Errorf("/readyz while the proxy drains = %d %q, want 503 draining", code, body)
+	}
+	open.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after the last connection closed, want nil", err)
 	}
 }
 
