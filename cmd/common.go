@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"go/version"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/moat-proxy/moat/certs"
@@ -35,6 +37,7 @@ type commonOptions struct {
 	keepAlive        time.Duration
 	dryRun           bool
 	status           statusOptions
+	logs             *logOptions // the root command's
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -103,6 +106,65 @@ func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target upstream.Tar
 		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log, KeepAlive: o.keepAlive,
 		MaxHandshakes: o.maxHandshakes, HandshakeRate: o.handshakeRate,
 	}
+}
+
+// configureFunc builds a mode's proxy from the parsed addresses, with the
+// certificate source to reload (nil when there is none).
+type configureFunc func(log zerolog.Logger, listen, target upstream.Target) (proxy.Config, *certs.Source, error)
+
+// command completes server's or client's command with what both share: the
+// common flags, and run with the mode's configure.
+func (o *commonOptions) command(c *cobra.Command, listenHelp, targetHelp string, configure configureFunc) *cobra.Command {
+	c.RunE = func(cmd *cobra.Command, _ []string) error { return o.run(cmd, configure) }
+	o.register(c.Flags(), listenHelp, targetHelp)
+	return c
+}
+
+// run is the course of both proxy commands: build the logger, parse
+// --listen and --target, let the mode build its proxy, and run it.
+func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
+	log, flushLog, err := o.logs.newLogger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer flushLog()
+	listen, target, err := o.addresses()
+	if err != nil {
+		return err
+	}
+	cfg, src, err := configure(log, listen, target)
+	if err != nil {
+		return err
+	}
+	return runProxy(cmd.Context(), cfg, *o, log, src)
+}
+
+// fileSource loads a certificate and key given as --cert and --key, with
+// the CA bundle of --cacert when caFile is not "".
+func fileSource(certFile, keyFile, caFile string) (*certs.Source, error) {
+	switch {
+	case certFile == "":
+		return nil, flagError("cert", "--key given without --cert")
+	case keyFile == "":
+		return nil, flagError("key", "--cert given without --key")
+	}
+	src, err := certs.NewFileSource(certFile, keyFile, caFile)
+	if err != nil {
+		return nil, flagError(fileFlag(err), "%v", err)
+	}
+	return src, nil
+}
+
+// fileFlag names the flag whose file a certs loading error is about: the
+// error starts with the file's role ("key /path: ...").
+func fileFlag(err error) string {
+	switch msg := err.Error(); {
+	case strings.HasPrefix(msg, "key "):
+		return "key"
+	case strings.HasPrefix(msg, "CA bundle "):
+		return "cacert"
+	}
+	return "cert"
 }
 
 // runProxy resolves --target, binds --listen and hands the proxy to the
