@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"go/version"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -153,18 +152,6 @@ func fileSource(certFile, keyFile, caFile string) (*certs.Source, error) {
 		return nil, flagError(fileFlag(err), "%v", err)
 	}
 	return src, nil
-}
-
-// fileFlag names the flag whose file a certs loading error is about: the
-// error starts with the file's role ("key /path: ...").
-func fileFlag(err error) string {
-	switch msg := err.Error(); {
-	case strings.HasPrefix(msg, "key "):
-		return "key"
-	case strings.HasPrefix(msg, "CA bundle "):
-		return "cacert"
-	}
-	return "cert"
 }
 
 // runProxy resolves --target, binds --listen and hands the proxy to the

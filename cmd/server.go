@@ -119,7 +119,7 @@ func (o *serverOptions) checkAuthFlags() error {
 	}
 	var pe *certs.PolicyError
 	if err := p.Check(); errors.As(err, &pe) {
-		return flagError(pe.Flag, "%v", pe.Err)
+		return policyError(pe)
 	}
 	return nil
 }
