@@ -54,14 +54,14 @@ func Inspect(files ...string) ([]Report, error) {
 	var errs []error
 	now := time.Now()
 	for _, f := range files {
-		data, err := readFile("certificate", f)
+		data, err := readFile(RoleCertificate, f)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		chain, err := parseCertificates(data)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("certificate %s: %w", f, err))
+			errs = append(errs, &FileError{Role: RoleCertificate, Path: f, Err: err})
 			continue
 		}
 		reports = append(reports, inspectChain(f, chain, now))

@@ -24,15 +24,15 @@ import (
 func parseKeyPair(certFile string, certPEM []byte, keyFile string, keyPEM []byte) (*tls.Certificate, error) {
 	chain, err := parseCertificates(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("certificate %s: %w", certFile, err)
+		return nil, &FileError{Role: RoleCertificate, Path: certFile, Err: err}
 	}
 	key, err := parsePrivateKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("key %s: %w", keyFile, err)
+		return nil, &FileError{Role: RoleKey, Path: keyFile, Err: err}
 	}
 	pub, ok := chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(key.Public()) {
-		return nil, fmt.Errorf("certificate %s and key %s do not match", certFile, keyFile)
+		return nil, &KeyMismatchError{CertFile: certFile, KeyFile: keyFile}
 	}
 	cert := &tls.Certificate{PrivateKey: key, Leaf: chain[0]}
 	for _, c := range chain {
@@ -41,16 +41,16 @@ func parseKeyPair(certFile string, certPEM []byte, keyFile string, keyPEM []byte
 	return cert, nil
 }
 
-// readFile reads a file and reports failure as "<what> <path>: <reason>",
-// without the "open" noise of *fs.PathError.
-func readFile(what, path string) ([]byte, error) {
+// readFile reads a file and reports failure as a *FileError of role, without
+// the "open" noise of *fs.PathError.
+func readFile(role FileRole, path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+		return nil, &FileError{Role: role, Path: path, Err: err}
 	}
 	return b, nil
 }
@@ -127,7 +127,7 @@ func parseKeyDER(der []byte) (crypto.Signer, error) {
 // LoadCAPool reads a PEM bundle of trusted certificates. It returns the pool
 // for verification and the certificates themselves for reporting.
 func LoadCAPool(file string) (*x509.CertPool, []*x509.Certificate, error) {
-	data, err := readFile("CA bundle", file)
+	data, err := readFile(RoleCABundle, file)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -137,7 +137,7 @@ func LoadCAPool(file string) (*x509.CertPool, []*x509.Certificate, error) {
 func parseCAPool(file string, data []byte) (*x509.CertPool, []*x509.Certificate, error) {
 	certs, err := parseCertificates(data)
 	if err != nil {
-		return nil, nil, fmt.Errorf("CA bundle %s: %w", file, err)
+		return nil, nil, &FileError{Role: RoleCABundle, Path: file, Err: err}
 	}
 	pool := x509.NewCertPool()
 	for _, c := range certs {

@@ -75,13 +75,14 @@ func TestKeyPairErrorsNameTheFile(t *testing.T) {
 	for _, tc := range []struct {
 		name, cert, key, want string
 		is                    error
+		role                  FileRole // 0: a *KeyMismatchError
 	}{
-		{"mismatched pair", certFile, otherKey, "certificate " + certFile + " and key " + otherKey + " do not match", nil},
-		{"missing certificate", missing, keyFile, "certificate " + missing + ": no such file or directory", fs.ErrNotExist},
-		{"missing key", certFile, missing, "key " + missing + ": no such file or directory", fs.ErrNotExist},
-		{"garbage certificate", garbage, keyFile, "certificate " + garbage + ": no PEM certificate found", nil},
-		{"garbage key", certFile, garbage, "key " + garbage + ": no PEM private key found", nil},
-		{"certificate given as key", certFile, certFile, "key " + certFile + ": no PEM private key found (found CERTIFICATE)", nil},
+		{"mismatched pair", certFile, otherKey, "certificate " + certFile + " and key " + otherKey + " do not match", nil, 0},
+		{"missing certificate", missing, keyFile, "certificate " + missing + ": no such file or directory", fs.ErrNotExist, RoleCertificate},
+		{"missing key", certFile, missing, "key " + missing + ": no such file or directory", fs.ErrNotExist, RoleKey},
+		{"garbage certificate", garbage, keyFile, "certificate " + garbage + ": no PEM certificate found", nil, RoleCertificate},
+		{"garbage key", certFile, garbage, "key " + garbage + ": no PEM private key found", nil, RoleKey},
+		{"certificate given as key", certFile, certFile, "key " + certFile + ": no PEM private key found (found CERTIFICATE)", nil, RoleKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadKeyPair(tc.cert, tc.key)
@@ -93,6 +94,14 @@ func TestKeyPairErrorsNameTheFile(t *testing.T) {
 			}
 			if tc.is != nil && !errors.Is(err, tc.is) {
 				t.Fatalf("error %v does not wrap %v", err, tc.is)
+			}
+			var fe *FileError
+			var mismatch *KeyMismatchError
+			switch {
+			case tc.role == 0 && !errors.As(err, &mismatch):
+				t.Fatalf("error %v is not a *KeyMismatchError", err)
+			case tc.role != 0 && (!errors.As(err, &fe) || fe.Role != tc.role):
+				t.Fatalf("error %v is not a *FileError of role %v", err, tc.role)
 			}
 		})
 	}

@@ -189,15 +189,15 @@ func (s *Source) readAll() (fileSet, [sha256.Size]byte, error) {
 	var err error
 	h := sha256.New()
 	if s.certFile != "" {
-		if f.cert, err = readFile("certificate", s.certFile); err != nil {
+		if f.cert, err = readFile(RoleCertificate, s.certFile); err != nil {
 			return f, errSum(err), err
 		}
-		if f.key, err = readFile("key", s.keyFile); err != nil {
+		if f.key, err = readFile(RoleKey, s.keyFile); err != nil {
 			return f, errSum(err), err
 		}
 	}
 	if s.caFile != "" {
-		f.ca, err = readFile("CA bundle", s.caFile)
+		f.ca, err = readFile(RoleCABundle, s.caFile)
 		if err != nil && !(s.caOptional && errors.Is(err, fs.ErrNotExist)) {
 			return f, errSum(err), err
 		}

@@ -127,8 +127,8 @@ func TestCheckURIPatternRefusesRulesMatchingOnlyInvalidIDs(t *testing.T) {
 	}
 	err := (Policy{URIs: []string{"spiffe://td/ns/../**"}}).Check()
 	var pe *PolicyError
-	if !errors.As(err, &pe) || pe.Flag != "allow-uri" {
-		t.Errorf("Policy.Check() = %v, want a PolicyError for --allow-uri", err)
+	if !errors.As(err, &pe) || pe.Rule != RuleURIs {
+		t.Errorf("Policy.Check() = %v, want a PolicyError for the URI rules", err)
 	}
 }
 

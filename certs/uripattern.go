@@ -1,7 +1,6 @@
 package certs
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -114,26 +113,16 @@ func splitAfterAuthority(u string) (prefix, path string, ok bool) {
 	return u[:i+3+j], u[i+3+j+1:], true
 }
 
-// PolicyError names the flag whose value makes a Policy unusable.
-type PolicyError struct {
-	Flag string // without the leading --
-	Err  error
-}
-
-func (e *PolicyError) Error() string { return "--" + e.Flag + ": " + e.Err.Error() }
-func (e *PolicyError) Unwrap() error { return e.Err }
-
 // Check says why the policy cannot be used, as a *PolicyError, or returns
-// nil: a malformed URI rule, or --allow-all next to rules it would make
-// pointless (ghostunnel refuses that combination too; a rule added later
-// must not look like a restriction while everyone is let in).
+// nil: a malformed URI rule, or AllowAll next to rules it would make
+// pointless (ErrAllowAllWithRules; ghostunnel refuses that combination too).
 func (p Policy) Check() error {
 	if p.AllowAll && len(p.CNs)+len(p.OUs)+len(p.DNSNames)+len(p.URIs) > 0 {
-		return &PolicyError{"allow-all", errors.New("admits every client of the CA, so it cannot be combined with --allow-cn, --allow-ou, --allow-dns or --allow-uri")}
+		return &PolicyError{Rule: RuleAllowAll, Err: ErrAllowAllWithRules}
 	}
 	for _, u := range p.URIs {
 		if err := CheckURIPattern(u); err != nil {
-			return &PolicyError{"allow-uri", err}
+			return &PolicyError{Rule: RuleURIs, Err: err}
 		}
 	}
 	return nil

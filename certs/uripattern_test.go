@@ -2,6 +2,7 @@ package certs
 
 import (
 	"crypto/x509"
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -53,12 +54,17 @@ func TestPolicyCheck(t *testing.T) {
 		{Policy{URIs: []string{"spiffe://td/ns/shop-*"}}, "whole path segment"},
 		{Policy{URIs: []string{"web"}}, "absolute URI"},
 		{Policy{URIs: []string{"spiffe:///x"}}, "trust domain"},
-		{Policy{AllowAll: true, CNs: []string{"a"}}, "--allow-all: admits every client"},
+		{Policy{AllowAll: true, CNs: []string{"a"}}, "policy AllowAll: admits every client"},
 	} {
 		err := tc.p.Check()
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want one saying %q", tc.p, err, tc.want)
 		}
+	}
+	var pe *PolicyError
+	if err := (Policy{AllowAll: true, URIs: []string{"spiffe://td/x"}}).Check(); !errors.As(err, &pe) ||
+		pe.Rule != RuleAllowAll || !errors.Is(err, ErrAllowAllWithRules) {
+		t.Errorf("AllowAll with a URI rule: %v, want a PolicyError of RuleAllowAll wrapping ErrAllowAllWithRules", err)
 	}
 }
 

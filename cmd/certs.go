@@ -14,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { extraCommands = append(extraCommands, newCertsCommand) }
-
 func newCertsCommand() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "certs",

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/moat-proxy/moat/certs"
@@ -25,12 +26,10 @@ type clientOptions struct {
 	sessionCacheSize int
 }
 
-func init() { extraCommands = append(extraCommands, newClientCommand) }
-
-func newClientCommand() *cobra.Command {
-	o := &clientOptions{}
-	cmd := &cobra.Command{
-		Use:   "client",
+func newClientCommand(logs *logOptions) *cobra.Command {
+	o := &clientOptions{common: commonOptions{logs: logs}}
+	cmd := o.common.command(&cobra.Command{
+		Use: "client", Args: cobra.NoArgs,
 		Short: "Accept plaintext locally and carry it over TLS to a remote server",
 		Long: `Accept plaintext connections on --listen (host:port or unix:/path) and carry
 each one over TLS to --target.
@@ -45,11 +44,8 @@ request a client certificate for a protected resource. --renegotiation never
 		Example: `  moat client --listen 127.0.0.1:6379 --target redis.example.internal:6380 --cacert ca.pem
   moat client --listen unix:/run/moat/app.sock --listen-mode 0660 --target 10.0.0.7:443 \
       --cacert ca.pem --cert client.crt --key client.key --renegotiation once`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
-	}
+	}, "address to accept plaintext on: host:port or unix:/path", "TLS server to connect to: host:port", o.configure)
 	f := cmd.Flags()
-	o.common.register(f, "address to accept plaintext on: host:port or unix:/path", "TLS server to connect to: host:port")
 	f.StringVar(&o.listenMode, "listen-mode", "", "permission bits of a unix --listen socket, in octal (e.g. 0660); default: from the umask")
 	f.StringVar(&o.caFile, "cacert", "", "PEM file with the CA certificates that sign the server's certificate (default: the system roots); read at start-up")
 	f.StringVar(&o.certFile, "cert", "", "PEM file with the client certificate chain, leaf first, for servers that ask for one; reloaded on change")
@@ -60,30 +56,21 @@ request a client certificate for a protected resource. --renegotiation never
 	return cmd
 }
 
-func (o *clientOptions) run(cmd *cobra.Command) error {
-	log, flushLog, err := newLogger(cmd.ErrOrStderr())
-	if err != nil {
-		return err
-	}
-	defer flushLog()
-	o.common.flushLog = flushLog
-	listen, target, err := o.common.addresses()
-	if err != nil {
-		return err
-	}
+// configure builds client mode's proxy: plaintext in, TLS out.
+func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Address) (proxy.Config, *certs.Source, error) {
 	tlsConfig, src, err := o.tlsConfig(target)
 	if err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	mode, err := o.socketMode(listen)
 	if err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	cfg := o.common.proxyConfig(proxy.ModeClient, listen, target, tlsConfig, log)
 	cfg.ListenMode = mode
 	log.Info().Str("server_name", tlsConfig.ServerName).Str("renegotiation", o.renegotiation).
 		Bool("client_certificate", src != nil).Msg("client mode: verifying the server certificate")
-	return runProxy(cmd.Context(), cfg, o.common, log, src)
+	return cfg, src, nil
 }
 
 // tlsConfig builds the client side of every connection. The returned Source
@@ -122,17 +109,12 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 		}
 		cfg.RootCAs = pool
 	}
-	switch {
-	case o.certFile == "" && o.keyFile == "":
+	if o.certFile == "" && o.keyFile == "" {
 		return cfg, nil, nil
-	case o.certFile == "":
-		return nil, nil, flagError("cert", "--key given without --cert")
-	case o.keyFile == "":
-		return nil, nil, flagError("key", "--cert given without --key")
 	}
-	src, err := certs.NewFileSource(o.certFile, o.keyFile, "")
+	src, err := fileSource(o.certFile, o.keyFile, "")
 	if err != nil {
-		return nil, nil, flagError(fileFlag(err), "%v", err)
+		return nil, nil, err
 	}
 	cfg.GetClientCertificate = src.GetClientCertificate
 	return cfg, src, nil

@@ -6,19 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"go/version"
-	"os"
-	"os/signal"
 	"runtime"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/moat-proxy/moat/certs"
 	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/runner"
 )
 
 // commonOptions are the flags server and client modes share: one relay,
@@ -38,7 +36,7 @@ type commonOptions struct {
 	keepAlive        time.Duration
 	dryRun           bool
 	status           statusOptions
-	flushLog         func() // writes out buffered log lines; before os.Exit
+	logs             *logOptions // the root command's
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -109,8 +107,56 @@ func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target endpoint.Add
 	}
 }
 
-// runProxy binds, serves until SIGTERM or SIGINT, then shuts down
-// gracefully; a second signal exits at once. SIGHUP reloads certificates.
+// configureFunc builds a mode's proxy from the parsed addresses, with the
+// certificate source to reload (nil when there is none).
+type configureFunc func(log zerolog.Logger, listen, target endpoint.Address) (proxy.Config, *certs.Source, error)
+
+// command completes server's or client's command with what both share: the
+// common flags, and run with the mode's configure.
+func (o *commonOptions) command(c *cobra.Command, listenHelp, targetHelp string, configure configureFunc) *cobra.Command {
+	c.RunE = func(cmd *cobra.Command, _ []string) error { return o.run(cmd, configure) }
+	o.register(c.Flags(), listenHelp, targetHelp)
+	return c
+}
+
+// run is the course of both proxy commands: build the logger, parse
+// --listen and --target, let the mode build its proxy, and run it.
+func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
+	log, flushLog, err := o.logs.newLogger(cmd.ErrOrStderr())
+	if err != nil {
+		return err
+	}
+	defer flushLog()
+	listen, target, err := o.addresses()
+	if err != nil {
+		return err
+	}
+	cfg, src, err := configure(log, listen, target)
+	if err != nil {
+		return err
+	}
+	return runProxy(cmd.Context(), cfg, *o, log, src)
+}
+
+// fileSource loads a certificate and key given as --cert and --key, with
+// the CA bundle of --cacert when caFile is not "".
+func fileSource(certFile, keyFile, caFile string) (*certs.Source, error) {
+	switch {
+	case certFile == "":
+		return nil, flagError("cert", "--key given without --cert")
+	case keyFile == "":
+		return nil, flagError("key", "--cert given without --key")
+	}
+	src, err := certs.NewFileSource(certFile, keyFile, caFile)
+	if err != nil {
+		return nil, flagError(fileFlag(err), "%v", err)
+	}
+	return src, nil
+}
+
+// runProxy resolves --target, binds --listen and hands the proxy to the
+// runner, which serves it until SIGTERM or SIGINT and then drains it; see
+// package runner for the sequence, SIGHUP and the second signal.
 func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolog.Logger, src *certs.Source) error {
 	if ctx == nil {
 		ctx = context.Background()
@@ -118,10 +164,10 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if err := cfg.Target.Resolve(ctx); err != nil {
 		return flagError("target", "%v", err)
 	}
+	if err := o.status.check(); err != nil {
+		return err
+	}
 	if o.dryRun {
-		if err := o.status.check(); err != nil {
-			return err
-		}
 		log.Info().Str("listen", cfg.Listen.String()).Str("target", cfg.Target.String()).Msg("configuration is valid (--dry-run: not listening)")
 		return nil
 	}
@@ -132,45 +178,25 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if err != nil {
 		return flagError("listen", "%v", err)
 	}
-	stopStatus, err := o.status.start(log, srv, cfg.Target, src)
-	if err != nil {
-		return err
-	}
-	defer stopStatus(context.Background()) // after the drain: /readyz stays 503 throughout
-	onReload := reloadLogger(log, src)
+	svc := runner.Service{Server: srv, Target: cfg.Target}
 	if src != nil {
-		onReload = o.status.onReload(src, onReload)
+		svc.Certificates = src
+		svc.OnReload = o.status.onReload(src, reloadLogger(log, src))
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	keepMemoryInLimit(ctx, log)
-	go cfg.Target.KeepResolved(30*time.Second, ctx.Done())
-	if src != nil {
-		go src.Watch(ctx, onReload)
-	}
-
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
 	warnOldToolchain(log)
-	log.Info().Str("listen", srv.Addr().String()).Str("target", cfg.Target.String()).Msg("moat is listening")
-
-	for {
-		select {
-		case err := <-served:
-			return err
-		case sig := <-sigs:
-			if sig == syscall.SIGHUP {
-				if src != nil {
-					onReload(src.Reload())
-				}
-				continue
-			}
-			return shutdown(srv, served, sigs, o, log, sig)
-		}
+	err = runner.Run(ctx, runner.Options{
+		Services:        []runner.Service{svc},
+		Status:          o.status.port(log, cfg.Target, src),
+		ShutdownDelay:   o.shutdownDelay,
+		ShutdownTimeout: o.shutdownTimeout,
+		LimitMemory:     true,
+		Log:             log,
+	})
+	var cut *runner.CutError
+	if errors.As(err, &cut) {
+		return fmt.Errorf("--shutdown-timeout %s reached: %w", cut.Timeout, cut.Err)
 	}
+	return err
 }
 
 // pinnedToolchain is the Go release go.mod's toolchain line names: the
@@ -183,50 +209,6 @@ func warnOldToolchain(log zerolog.Logger) {
 	if v := runtime.Version(); version.IsValid(v) && version.Compare(v, pinnedToolchain) < 0 {
 		log.Warn().Str("built_with", v).Str("pinned", pinnedToolchain).
 			Msg("moat was built with an older Go than go.mod pins; crypto/tls security fixes may be missing (build with GOTOOLCHAIN=auto)")
-	}
-}
-
-// stopping flips when a shutdown signal arrives; readiness reports it at
-// once, before the listener closes.
-var stopping atomic.Bool
-
-// shutdown drains the server: readiness fails at once, new connections are
-// still accepted for --shutdown-delay, then the listener closes and open
-// connections get --shutdown-timeout to finish. A second signal exits at
-// once.
-func shutdown(srv *proxy.Server, served <-chan error, sigs <-chan os.Signal, o commonOptions, log zerolog.Logger, sig os.Signal) error {
-	stopping.Store(true)
-	log.Info().Str("signal", sig.String()).Int64("open_connections", srv.Active()).
-		Dur("shutdown_delay", o.shutdownDelay).Dur("shutdown_timeout", o.shutdownTimeout).Msg("shutting down: not ready")
-	done := make(chan error, 1)
-	go func() {
-		time.Sleep(o.shutdownDelay)
-		log.Info().Msg("listener closed; waiting for open connections")
-		ctx, cancel := context.WithTimeout(context.Background(), o.shutdownTimeout)
-		defer cancel()
-		done <- srv.Shutdown(ctx)
-	}()
-	for {
-		select {
-		case err := <-done:
-			<-served
-			if errors.Is(err, context.DeadlineExceeded) {
-				// Exit 1: a supervisor should know that streams were cut.
-				log.Warn().Err(err).Msg("shutdown timeout reached; remaining connections reset")
-				return fmt.Errorf("--shutdown-timeout %s reached: %w", o.shutdownTimeout, err)
-			}
-			log.Info().Msg("moat stopped")
-			return nil
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				continue
-			}
-			log.Warn().Str("signal", s.String()).Msg("second signal: exiting now")
-			if o.flushLog != nil {
-				o.flushLog()
-			}
-			os.Exit(1)
-		}
 	}
 }
 

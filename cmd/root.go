@@ -20,10 +20,9 @@ type logOptions struct {
 	level  string
 }
 
-var logOpts logOptions
-
-// newRootCommand builds the command tree.
+// newRootCommand builds the command tree: every command is named here.
 func newRootCommand() *cobra.Command {
+	logs := &logOptions{}
 	root := &cobra.Command{
 		Use:           "moat",
 		Short:         "moat is a sidecar TLS termination proxy",
@@ -31,18 +30,16 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.PersistentFlags().StringVar(&logOpts.format, "log-format", "json", "log format: json (one JSON object per line on stderr) or console")
-	root.PersistentFlags().StringVar(&logOpts.level, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newVersionCommand())
-	for _, add := range extraCommands {
-		root.AddCommand(add())
-	}
+	root.PersistentFlags().StringVar(&logs.format, "log-format", "json", "log format: json (one JSON object per line on stderr) or console")
+	root.PersistentFlags().StringVar(&logs.level, "log-level", "info", "log level: debug, info, warn or error")
+	root.AddCommand(
+		newServerCommand(logs),
+		newClientCommand(logs),
+		newCertsCommand(),
+		newVersionCommand(),
+	)
 	return root
 }
-
-// extraCommands lets each command file register itself, so that files can be
-// added without editing this one.
-var extraCommands []func() *cobra.Command
 
 // Execute runs the command line and returns the process exit code. Errors are
 // printed as one line on stderr, never as a panic trace.
@@ -79,23 +76,23 @@ func oneLine(err error) string {
 }
 
 // newLogger builds the process logger from --log-format and --log-level.
-func newLogger(w io.Writer) (zerolog.Logger, func(), error) {
-	level, err := zerolog.ParseLevel(strings.ToLower(logOpts.level))
-	if err != nil || logOpts.level == "" {
-		return zerolog.Nop(), nil, flagError("log-level", "unknown level %q (want debug, info, warn or error)", logOpts.level)
+func (l *logOptions) newLogger(w io.Writer) (zerolog.Logger, func(), error) {
+	level, err := zerolog.ParseLevel(strings.ToLower(l.level))
+	if err != nil || l.level == "" {
+		return zerolog.Nop(), nil, flagError("log-level", "unknown level %q (want debug, info, warn or error)", l.level)
 	}
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	out := w
 	dropped := func(w io.Writer, n int64) {
 		fmt.Fprintf(w, `{"level":"warn","dropped_log_lines":%d,"message":"log output was too slow; lines were dropped"}`+"\n", n)
 	}
-	switch logOpts.format {
+	switch l.format {
 	case "json":
 	case "console":
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
 		dropped = func(_ io.Writer, n int64) { fmt.Fprintf(w, "WRN log output was too slow; %d lines were dropped\n", n) }
 	default:
-		return zerolog.Nop(), nil, flagError("log-format", "unknown format %q (want json or console)", logOpts.format)
+		return zerolog.Nop(), nil, flagError("log-format", "unknown format %q (want json or console)", l.format)
 	}
 	// The event loops log from their own goroutines; a stderr that stops
 	// draining must not stall their connections (see logSink).

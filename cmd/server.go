@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/proxyproto"
 )
@@ -30,12 +31,10 @@ type serverOptions struct {
 	shield      shieldOptions
 }
 
-func init() { extraCommands = append(extraCommands, newServerCommand) }
-
-func newServerCommand() *cobra.Command {
-	o := &serverOptions{}
-	cmd := &cobra.Command{
-		Use:   "server",
+func newServerCommand(logs *logOptions) *cobra.Command {
+	o := &serverOptions{common: commonOptions{logs: logs}}
+	cmd := o.common.command(&cobra.Command{
+		Use: "server", Args: serverArgs,
 		Short: "Accept TLS and relay the plaintext to a local upstream",
 		Long: `Accept TLS connections on --listen, check who the client is, and relay the
 plaintext to --target (host:port or unix:/path).
@@ -44,11 +43,8 @@ Client authentication is required by default; --disable-authentication turns
 it off explicitly.`,
 		Example: `  moat server --listen 127.0.0.1:8443 --target 127.0.0.1:8080 --cert tls.crt --key tls.key --disable-authentication
   moat server --listen :8443 --target unix:/run/app.sock --self-signed --disable-authentication`,
-		Args: serverArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return o.run(cmd) },
-	}
+	}, "address to accept TLS on: host:port", "upstream to relay plaintext to: host:port or unix:/path", o.configure)
 	f := cmd.Flags()
-	o.common.register(f, "address to accept TLS on: host:port", "upstream to relay plaintext to: host:port or unix:/path")
 	f.StringVar(&o.certFile, "cert", "", "PEM file with the server certificate chain, leaf first")
 	f.StringVar(&o.keyFile, "key", "", "PEM file with the server private key")
 	f.StringVar(&o.certDir, "cert-dir", "", "directory holding tls.crt, tls.key and optional ca.crt (a Kubernetes TLS Secret mount); reloaded on change")
@@ -81,26 +77,18 @@ func serverArgs(cmd *cobra.Command, args []string) error {
 	return usageError{fmt.Errorf("unexpected argument %q: moat server takes flags only (see moat server --help)", args[0])}
 }
 
-func (o *serverOptions) run(cmd *cobra.Command) error {
-	log, flushLog, err := newLogger(cmd.ErrOrStderr())
-	if err != nil {
-		return err
-	}
-	defer flushLog()
-	o.common.flushLog = flushLog
-	listen, target, err := o.common.addresses()
-	if err != nil {
-		return err
-	}
+// configure builds server mode's proxy: TLS in, with client authentication
+// unless turned off, plaintext out.
+func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Address) (proxy.Config, *certs.Source, error) {
 	if err := o.checkAuthFlags(); err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	src, err := o.source()
 	if err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	if !o.disableAuth && src.CAPool() == nil {
-		return flagError("cacert", "client authentication needs a CA bundle: give --cacert (or ca.crt in --cert-dir)")
+		return proxy.Config{}, nil, flagError("cacert", "client authentication needs a CA bundle: give --cacert (or ca.crt in --cert-dir)")
 	}
 	if o.selfSigned {
 		leaf := src.Certificate().Leaf
@@ -111,12 +99,12 @@ func (o *serverOptions) run(cmd *cobra.Command) error {
 	tlsConfig.SessionTicketsDisabled = !o.tickets
 	cfg := o.common.proxyConfig(proxy.ModeServer, listen, target, tlsConfig, log)
 	if err := o.shield.apply(&cfg); err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	if err := o.proxyProtocol(&cfg); err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
-	return runProxy(cmd.Context(), cfg, o.common, log, src)
+	return cfg, src, nil
 }
 
 // checkAuthFlags enforces that client authentication is on unless turned
@@ -136,7 +124,7 @@ func (o *serverOptions) checkAuthFlags() error {
 	}
 	var pe *certs.PolicyError
 	if err := p.Check(); errors.As(err, &pe) {
-		return flagError(pe.Flag, "%v", pe.Err)
+		return policyError(pe)
 	}
 	return nil
 }
@@ -174,28 +162,8 @@ func (o *serverOptions) source() (*certs.Source, error) {
 			return nil, flagError("cert-dir", "%v", err)
 		}
 		return src, nil
-	case o.certFile == "":
-		return nil, flagError("cert", "--key given without --cert")
-	case o.keyFile == "":
-		return nil, flagError("key", "--cert given without --key")
 	}
-	src, err := certs.NewFileSource(o.certFile, o.keyFile, o.caFile)
-	if err != nil {
-		return nil, flagError(fileFlag(err), "%v", err)
-	}
-	return src, nil
-}
-
-// fileFlag names the flag whose file a certs loading error is about: the
-// error starts with the file's role ("key /path: ...").
-func fileFlag(err error) string {
-	switch msg := err.Error(); {
-	case strings.HasPrefix(msg, "key "):
-		return "key"
-	case strings.HasPrefix(msg, "CA bundle "):
-		return "cacert"
-	}
-	return "cert"
+	return fileSource(o.certFile, o.keyFile, o.caFile)
 }
 
 // proxyProtocol sets up the PROXY protocol header for --proxy-protocol.

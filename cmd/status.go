@@ -16,6 +16,7 @@ import (
 	"github.com/moat-proxy/moat/metrics"
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/proxyproto"
+	"github.com/moat-proxy/moat/runner"
 	"github.com/moat-proxy/moat/status"
 )
 
@@ -25,17 +26,16 @@ import (
 const (
 	upstreamCheckTTL     = time.Second
 	upstreamCheckTimeout = time.Second
-	statusCloseTimeout   = 5 * time.Second
 )
 
 // statusOptions are the flags of the status port, shared by server and
 // client modes. The work is split in two because the observer must be in
 // proxy.Config before proxy.New, while the status server needs the
-// proxy.Server for readiness:
+// runner's readiness:
 //
 //	cfg.Observer = o.status.observer()
 //	srv, err := proxy.New(cfg)
-//	stop, err := o.status.start(log, srv, cfg.Target, src)
+//	runner.Run(ctx, runner.Options{..., Status: o.status.port(log, cfg.Target, src)})
 type statusOptions struct {
 	addr  string
 	pprof bool
@@ -52,7 +52,7 @@ type statusOptions struct {
 type statusRun struct {
 	reg     *prometheus.Registry
 	metrics *metrics.Metrics
-	server  *status.Server // set by start
+	server  *status.Server // set by open
 }
 
 func (s *statusOptions) register(f *pflag.FlagSet) {
@@ -73,19 +73,21 @@ func (s *statusOptions) observer() proxy.Observer {
 	return s.run.metrics
 }
 
-// start serves the status port until the returned stop is called; call
-// stop after the proxy has drained, so that /readyz answers 503 throughout
-// the drain. Readiness fails from the moment a shutdown signal arrives
-// (stopping), through --shutdown-delay while moat still accepts, and then
-// while the server drains. It also records the expiry of the certificate in service.
-// Without --status it does nothing.
-func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target *endpoint.Resolver, src *certs.Source) (stop func(context.Context), err error) {
-	if err := s.check(); err != nil {
-		return nil, err
-	}
+// port returns what opens the status port for the runner, or nil without
+// --status.
+func (s *statusOptions) port(log zerolog.Logger, target *endpoint.Resolver, src *certs.Source) func(ready func() bool) (runner.StatusPort, error) {
 	if s.addr == "" {
-		return func(context.Context) {}, nil
+		return nil
 	}
+	return func(ready func() bool) (runner.StatusPort, error) { return s.open(log, ready, target, src) }
+}
+
+// open binds the status port; the runner serves it, and closes it after the
+// proxy has drained, so that /readyz answers 503 throughout the drain.
+// Readiness fails while ready says no: from the moment a shutdown signal
+// arrives, through --shutdown-delay while moat still accepts, and while the
+// proxy drains. It also records the expiry of the certificate in service.
+func (s *statusOptions) open(log zerolog.Logger, ready func() bool, target *endpoint.Resolver, src *certs.Source) (*status.Server, error) {
 	s.observer()
 	if src != nil {
 		s.run.metrics.CertificateLoaded(src.NotAfter())
@@ -94,7 +96,7 @@ func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target *end
 		Addr:          s.addr,
 		Gatherer:      s.run.reg,
 		EnablePprof:   s.pprof,
-		Draining:      func() bool { return stopping.Load() || srv.Draining() },
+		Draining:      func() bool { return !ready() },
 		CheckUpstream: status.Cached(upstreamCheckTTL, dialCheck(target.Address(), s.proxyProtocol)),
 	})
 	if errors.Is(err, status.ErrBadAddress) {
@@ -103,18 +105,8 @@ func (s *statusOptions) start(log zerolog.Logger, srv *proxy.Server, target *end
 		return nil, fmt.Errorf("--status: %w", err) // a port in use is not a usage error
 	}
 	s.run.server = st
-	go func() {
-		if err := st.Serve(); err != nil {
-			log.Error().Err(err).Msg("status server stopped")
-		}
-	}()
 	log.Info().Str("status", st.Addr().String()).Bool("pprof", s.pprof).Msg("status port is serving")
-	return func(ctx context.Context) {
-		// Probes and scrapes are short; a stuck one must not hold up exit.
-		ctx, cancel := context.WithTimeout(ctx, statusCloseTimeout)
-		defer cancel()
-		st.Close(ctx)
-	}, nil
+	return st, nil
 }
 
 // check validates the status flags without binding, for --dry-run.

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/proxyproto"
+	"github.com/moat-proxy/moat/runner"
 )
 
 func parseStatusFlags(t *testing.T, args ...string) *statusOptions {
@@ -30,6 +33,8 @@ func parseStatusFlags(t *testing.T, args ...string) *statusOptions {
 	return s
 }
 
+// newTestProxy binds a proxy on a free port in front of target; the test
+// serves it.
 // parseTarget returns the resolver a proxy dials s through.
 func parseTarget(t *testing.T, s string) *endpoint.Resolver {
 	t.Helper()
@@ -40,8 +45,6 @@ func parseTarget(t *testing.T, s string) *endpoint.Resolver {
 	return endpoint.NewResolver(a)
 }
 
-// newTestProxy binds a proxy on a free port in front of target and serves
-// it until the test ends.
 func newTestProxy(t *testing.T, target *endpoint.Resolver, obs proxy.Observer) *proxy.Server {
 	t.Helper()
 	listen, err := endpoint.ParseTarget("127.0.0.1:0")
@@ -53,10 +56,6 @@ func newTestProxy(t *testing.T, target *endpoint.Resolver, obs proxy.Observer) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { srv.Serve(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	return srv
 }
 
@@ -76,12 +75,13 @@ func TestStatusFlagsOffByDefault(t *testing.T) {
 	if s.observer() != nil {
 		t.Error("observer without --status: want nil, so the proxy keeps its no-op observer")
 	}
-	stop, err := s.start(zerolog.Nop(), nil, nil, nil)
-	if err != nil || stop == nil {
-		t.Fatalf("start without --status = %v", err)
+	if s.port(zerolog.Nop(), nil, nil) != nil {
+		t.Error("status port without --status: want none")
 	}
-	stop(context.Background())
-	_, err = parseStatusFlags(t, "--enable-pprof").start(zerolog.Nop(), nil, nil, nil)
+	if err := s.check(); err != nil {
+		t.Errorf("check without --status = %v", err)
+	}
+	err := parseStatusFlags(t, "--enable-pprof").check()
 	if err == nil || !strings.Contains(err.Error(), "--enable-pprof") {
 		t.Errorf("--enable-pprof without --status = %v, want an error naming the flag", err)
 	}
@@ -89,9 +89,9 @@ func TestStatusFlagsOffByDefault(t *testing.T) {
 
 func TestStatusFlagErrorsNameTheFlag(t *testing.T) {
 	target := parseTarget(t, "127.0.0.1:9")
+	ready := func() bool { return true }
 	s := parseStatusFlags(t, "--status", "localhost")
-	srv := newTestProxy(t, target, s.observer())
-	_, err := s.start(zerolog.Nop(), srv, target, nil)
+	_, err := s.open(zerolog.Nop(), ready, target, nil)
 	var ue usageError
 	if err == nil || !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "--status: ") {
 		t.Errorf("bad --status address = %v, want a usage error naming --status", err)
@@ -103,15 +103,16 @@ func TestStatusFlagErrorsNameTheFlag(t *testing.T) {
 	}
 	defer taken.Close()
 	s = parseStatusFlags(t, "--status", taken.Addr().String())
-	_, err = s.start(zerolog.Nop(), srv, target, nil)
+	_, err = s.open(zerolog.Nop(), ready, target, nil)
 	if err == nil || errors.As(err, &ue) || !strings.Contains(err.Error(), "--status") || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("--status on a port in use = %v, want a start-up error naming --status", err)
 	}
 }
 
 // TestStatusPortFollowsUpstreamAndShutdown wires the status port to a real
-// proxy.Server as runProxy does and checks readiness against a real upstream
-// socket, the reload counter, and the flip to 503 when Shutdown begins.
+// proxy.Server under the runner as runProxy does, and checks readiness
+// against a real upstream socket, the reload counter, and the flip to 503
+// at the shutdown signal, which lasts through the delay and the drain.
 func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 	up, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,11 +122,14 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 	target := parseTarget(t, up.Addr().String())
 	s := parseStatusFlags(t, "--status", "127.0.0.1:0")
 	srv := newTestProxy(t, target, s.observer())
-	stop, err := s.start(zerolog.Nop(), srv, target, nil)
-	if err != nil {
-		t.Fatal(err)
+	sigs := make(chan os.Signal, 1)
+	r := runner.New(runner.Options{Services: []runner.Service{{Server: srv}}, Status: s.port(zerolog.Nop(), target, nil),
+		ShutdownDelay: 300 * time.Millisecond, ShutdownTimeout: 5 * time.Second, Signals: sigs, Log: zerolog.Nop()})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(context.Background()) }()
+	for !r.Ready() {
+		time.Sleep(time.Millisecond)
 	}
-	defer stop(context.Background())
 	base := "http://" + s.run.server.Addr().String()
 
 	if code, body := httpGet(t, base+"/readyz"); code != http.StatusOK {
@@ -143,21 +147,28 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 		t.Errorf("/readyz with the upstream gone = %d %q, want 503 upstream unreachable", code, body)
 	}
 
-	// A signal during --shutdown-delay: still accepting, no longer ready.
-	stopping.Store(true)
-	code, body = httpGet(t, base+"/readyz")
-	stopping.Store(false)
-	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") {
-		t.Errorf("/readyz once a signal arrived = %d %q, want 503 draining", code, body)
-	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	// A connection that has not finished its handshake keeps the drain
+	// going until it hangs up.
+	open, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer open.Close()
+	sigs <- syscall.SIGTERM
+	// During --shutdown-delay: still accepting, no longer ready.
+	code, body = httpGet(t, base+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") || srv.Draining() {
+		t.Errorf("/readyz once a signal arrived = %d %q (proxy draining %v), want 503 draining while still accepting", code, body, srv.Draining())
+	}
+	for !srv.Draining() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if code, body := httpGet(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "draining") {
-		t.Errorf("/readyz after Shutdown = %d %q, want 503 draining", code, body)
+		t.Errorf("/readyz while the proxy drains = %d %q, want 503 draining", code, body)
+	}
+	open.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after the last connection closed, want nil", err)
 	}
 }
 
