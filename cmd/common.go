@@ -104,6 +104,7 @@ func (o *commonOptions) proxyConfig(mode proxy.Mode, listen, target endpoint.Add
 		HandshakeTimeout: o.handshakeTimeout, ConnectTimeout: o.connectTimeout,
 		IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log, KeepAlive: o.keepAlive,
 		MaxHandshakes: o.maxHandshakes, HandshakeRate: o.handshakeRate,
+		Explain: explainLimit, ExplainRenegotiation: explainRenegotiation,
 	}
 }
 

@@ -1,9 +1,11 @@
 package cmd
 
 import (
+	"crypto/tls"
 	"errors"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/proxy"
 )
 
 // The lower packages report what went wrong as typed values (a file's
@@ -43,4 +45,27 @@ func policyError(pe *certs.PolicyError) error {
 		return flagError(flag, "admits every client of the CA, so it cannot be combined with --allow-cn, --allow-ou, --allow-dns or --allow-uri")
 	}
 	return flagError(flag, "%v", pe.Err)
+}
+
+// limitFlags words each proxy limit for the log: the flag that moves it.
+var limitFlags = map[proxy.Limit]string{
+	proxy.LimitConns:               "--max-concurrent-conns reached",
+	proxy.LimitHandshakeRate:       "--max-handshake-rate exceeded",
+	proxy.LimitHandshakes:          "--max-concurrent-handshakes reached",
+	proxy.LimitHandshakesPerSource: "--max-handshakes-per-source reached",
+	proxy.LimitHandshakeMemory:     "--handshake-memory exceeded by unfinished handshakes",
+}
+
+func explainLimit(l proxy.Limit) string { return limitFlags[l] }
+
+// explainRenegotiation words the client's --renegotiation policy that
+// refused a server's request, with the value that would allow it.
+func explainRenegotiation(r tls.RenegotiationSupport) string {
+	switch r {
+	case tls.RenegotiateNever:
+		return "--renegotiation=never; use --renegotiation=once or freely to allow it"
+	case tls.RenegotiateOnceAsClient:
+		return "--renegotiation=once; use --renegotiation=freely to allow it"
+	}
+	return ""
 }

@@ -1,6 +1,11 @@
 package cmd
 
-import "testing"
+import (
+	"strings"
+	"testing"
+
+	"github.com/moat-proxy/moat/proxy"
+)
 
 func TestParseSize(t *testing.T) {
 	for _, c := range []struct {
@@ -21,6 +26,19 @@ func TestParseSize(t *testing.T) {
 		b := byteSize(n)
 		if got, err := parseSize(b.String()); err != nil || got != n {
 			t.Errorf("round trip of %d through %q: %d, %v", n, b.String(), got, err)
+		}
+	}
+}
+
+// TestEveryLimitNamesAFlag: each limit the proxy refuses or evicts for is
+// worded with a flag moat server has.
+func TestEveryLimitNamesAFlag(t *testing.T) {
+	cmd := newServerCommand(&logOptions{})
+	for l := proxy.LimitConns; l <= proxy.LimitHandshakeMemory; l++ {
+		words := explainLimit(l)
+		flag, _, ok := strings.Cut(strings.TrimPrefix(words, "--"), " ")
+		if !ok || !strings.HasPrefix(words, "--") || cmd.Flags().Lookup(flag) == nil {
+			t.Errorf("limit %v is worded %q, which names no flag of moat server", l, words)
 		}
 	}
 }

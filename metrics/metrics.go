@@ -59,10 +59,12 @@ var tlsVersions = map[uint16]string{
 // refusalReasons are the limits the proxy refuses connections for today
 // (proxy/accept.go); a reason added there still gets its own series, made at
 // its first refusal.
-var refusalReasons = []string{"max-conns", "max-handshakes", "max-handshakes-per-source", "handshake-rate"}
+var refusalReasons = []string{proxy.LimitConns.String(), proxy.LimitHandshakes.String(),
+	proxy.LimitHandshakesPerSource.String(), proxy.LimitHandshakeRate.String()}
 
 // evictionReasons are the limits the proxy evicts unfinished handshakes for.
-var evictionReasons = []string{"max-handshakes", "max-handshakes-per-source", "handshake-memory"}
+var evictionReasons = []string{proxy.LimitHandshakes.String(), proxy.LimitHandshakesPerSource.String(),
+	proxy.LimitHandshakeMemory.String()}
 
 // handshakeBuckets are the moat_handshake_duration_seconds buckets: a local
 // handshake takes about a millisecond, one over a slow mobile link a second,
@@ -146,11 +148,11 @@ func (m *Metrics) Accepted() {
 }
 
 // Refused counts a connection closed at accept because of a limit.
-func (m *Metrics) Refused(reason string) { m.refusedChild(reason).Inc() }
+func (m *Metrics) Refused(limit proxy.Limit) { m.refusedChild(limit.String()).Inc() }
 
 // Evicted counts an unfinished handshake cut for a limit.
-func (m *Metrics) Evicted(reason string) {
-	if c := m.evicted[reason]; c != nil {
+func (m *Metrics) Evicted(limit proxy.Limit) {
+	if c := m.evicted[limit.String()]; c != nil {
 		c.Inc()
 	}
 }

@@ -80,8 +80,8 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 	o.Accepted()
 	o.Accepted()
 	o.Accepted()
-	o.Refused("max-conns")
-	o.Refused("handshake-rate")
+	o.Refused(proxy.LimitConns)
+	o.Refused(proxy.LimitHandshakeRate)
 	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS13}, 3*time.Millisecond, nil)
 	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS12, DidResume: true}, time.Millisecond, nil)
 	o.Handshake(nil, 10*time.Second, fmt.Errorf("%w within 10s", proxy.ErrHandshakeTimeout))
@@ -141,10 +141,10 @@ func TestObserverHooksDoNotAllocate(t *testing.T) {
 	ok := &tls.ConnectionState{Version: tls.VersionTLS13}
 	failure := errors.New("dial: connection refused")
 	sum := &proxy.Summary{}
-	m.Refused("max-conns") // the first refusal of a reason makes its child
+	m.Refused(proxy.LimitConns) // the first refusal of a reason makes its child
 	allocs := testing.AllocsPerRun(1000, func() {
 		m.Accepted()
-		m.Refused("max-conns")
+		m.Refused(proxy.LimitConns)
 		m.Handshake(ok, time.Millisecond, nil)
 		m.DialFailed(failure)
 		m.Relayed(512, 1024)

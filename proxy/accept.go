@@ -38,10 +38,14 @@ func (l *loop) accept() {
 }
 
 // refuse closes an accepted socket that a limit does not let in.
-func (l *loop) refuse(fd int, reason string) {
+func (l *loop) refuse(fd int, limit Limit) {
 	unix.Close(fd)
-	l.srv.cfg.Observer.Refused(reason)
-	l.logLimit("connection refused: "+refusalHelp[reason], nil)
+	l.srv.cfg.Observer.Refused(limit)
+	msg := "connection refused: " + l.srv.cfg.explain(limit)
+	if limit == LimitHandshakes || limit == LimitHandshakesPerSource {
+		msg += " and every handshake it counts has had its ClientHello answered"
+	}
+	l.logLimit(msg, nil)
 }
 
 // evictAll asks the loops of the victims to close them. A victim is
@@ -134,19 +138,4 @@ func (l *loop) limitLogDue() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return l.limits.last.Add(limitLogEvery), true
-}
-
-// refusalHelp names the flag behind each refusal reason in the log.
-var refusalHelp = map[string]string{
-	"max-conns":                 "--max-concurrent-conns reached",
-	"max-handshakes":            "--max-concurrent-handshakes reached and every handshake in flight has had its ClientHello answered",
-	"max-handshakes-per-source": "--max-handshakes-per-source reached and every handshake from that source has had its ClientHello answered",
-	"handshake-rate":            "--max-handshake-rate exceeded",
-}
-
-// evictionHelp names the limit behind each eviction in the log.
-var evictionHelp = map[evictReason]string{
-	evictForCap:    "handshake evicted: --max-concurrent-handshakes reached; the oldest connection without a ClientHello made room",
-	evictForSource: "handshake evicted: --max-handshakes-per-source reached; that source's oldest connection without a ClientHello made room",
-	evictForMemory: "handshake cut: --handshake-memory exceeded by unfinished handshakes; the oldest was cut",
 }

@@ -73,7 +73,7 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 		src = sockaddrAddrPort(sa).Addr()
 	}
 	hs, victims, reason := l.srv.admit(now, c, src)
-	if reason != "" {
+	if reason != 0 {
 		l.refuse(fd, reason)
 		return
 	}

@@ -45,27 +45,6 @@ type shakeSource struct {
 	waiting shakeList
 }
 
-// evictReason says which bound made the guard cut a handshake.
-type evictReason uint8
-
-const (
-	evictForCap evictReason = iota + 1
-	evictForSource
-	evictForMemory
-)
-
-func (r evictReason) String() string {
-	switch r {
-	case evictForCap:
-		return "max-handshakes"
-	case evictForSource:
-		return "max-handshakes-per-source"
-	case evictForMemory:
-		return "handshake-memory"
-	}
-	return "unknown"
-}
-
 // shake is one handshake known to the guard. Its fields are the guard's,
 // under its lock; the connection keeps a pointer to know itself when an
 // eviction arrives.
@@ -74,7 +53,7 @@ type shake struct {
 	src      netip.Addr // invalid for unix sockets: no per-source limit
 	answered bool
 	gone     bool // left the guard: finished, closed or evicted
-	evicted  evictReason
+	evicted  Limit
 	held     int64
 
 	prev, next   *shake // in waiting or answered
@@ -147,7 +126,7 @@ func sourceKey(a netip.Addr) netip.Addr {
 // (client mode, where the accepted side is plaintext) counts as answered
 // from the start. It returns the new handshake and the victims to close,
 // or the reason for refusing c.
-func (g *handshakeGuard) admit(c *conn, src netip.Addr, evictable bool) (*shake, []*shake, evictReason) {
+func (g *handshakeGuard) admit(c *conn, src netip.Addr, evictable bool) (*shake, []*shake, Limit) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var victims []*shake
@@ -158,9 +137,9 @@ func (g *handshakeGuard) admit(c *conn, src netip.Addr, evictable bool) (*shake,
 		if from != nil && from.n >= g.perSource {
 			v := from.waiting.head
 			if v == nil {
-				return nil, nil, evictForSource
+				return nil, nil, LimitHandshakesPerSource
 			}
-			g.evict(v, evictForSource)
+			g.evict(v, LimitHandshakesPerSource)
 			victims = append(victims, v)
 		}
 	}
@@ -168,9 +147,9 @@ func (g *handshakeGuard) admit(c *conn, src netip.Addr, evictable bool) (*shake,
 		// A per-source eviction above freed a slot, so this cannot undo it.
 		v := g.waiting.head
 		if v == nil {
-			return nil, nil, evictForCap
+			return nil, nil, LimitHandshakes
 		}
-		g.evict(v, evictForCap)
+		g.evict(v, LimitHandshakes)
 		victims = append(victims, v)
 	}
 	g.n++
@@ -229,7 +208,7 @@ func (g *handshakeGuard) charge(s *shake, n int64) []*shake {
 		if v == nil {
 			break
 		}
-		g.evict(v, evictForMemory)
+		g.evict(v, LimitHandshakeMemory)
 		victims = append(victims, v)
 	}
 	return victims
@@ -245,7 +224,7 @@ func (g *handshakeGuard) leave(s *shake) {
 	}
 }
 
-func (g *handshakeGuard) evict(s *shake, why evictReason) {
+func (g *handshakeGuard) evict(s *shake, why Limit) {
 	g.drop(s)
 	s.evicted = why
 }

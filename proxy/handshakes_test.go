@@ -12,13 +12,13 @@ func TestHandshakeGuardEvictsOldestWaitingPerSourceThenCap(t *testing.T) {
 	a2, _, _ := g.admit(&conn{}, a, true)
 	// A third from a evicts a's oldest waiting one.
 	a3, victims, refused := g.admit(&conn{}, a, true)
-	if refused != 0 || len(victims) != 1 || victims[0] != a1 || a1.evicted != evictForSource {
+	if refused != 0 || len(victims) != 1 || victims[0] != a1 || a1.evicted != LimitHandshakesPerSource {
 		t.Fatalf("third from a: victims %v refused %v", victims, refused)
 	}
 	g.answer(a2)
 	g.answer(a3)
 	// a's two are answered: a newcomer from a is refused, not let in.
-	if _, _, refused := g.admit(&conn{}, a, true); refused != evictForSource {
+	if _, _, refused := g.admit(&conn{}, a, true); refused != LimitHandshakesPerSource {
 		t.Fatalf("a newcomer from a source whose handshakes were all answered: refused %v", refused)
 	}
 	b1, _, _ := g.admit(&conn{}, b, true)
@@ -26,7 +26,7 @@ func TestHandshakeGuardEvictsOldestWaitingPerSourceThenCap(t *testing.T) {
 	// The cap of 4 is full (a2, a3 answered; b1, b2 waiting): a newcomer
 	// from a third source evicts the oldest waiting one, b1.
 	_, victims, _ = g.admit(&conn{}, netip.MustParseAddr("2001:db8::1"), true)
-	if len(victims) != 1 || victims[0] != b1 || b1.evicted != evictForCap {
+	if len(victims) != 1 || victims[0] != b1 || b1.evicted != LimitHandshakes {
 		t.Fatalf("over the cap: victims %v, want b1", victims)
 	}
 	g.leave(b1) // its connection closes after the eviction: nothing more
@@ -65,7 +65,7 @@ func TestHandshakeGuardMemoryBudgetCutsOldestAnsweredFirst(t *testing.T) {
 		t.Fatalf("held %d after the cut, want 900", held)
 	}
 	v = g.charge(w, 200)
-	if len(v) != 1 || v[0] != y || y.evicted != evictForMemory {
+	if len(v) != 1 || v[0] != y || y.evicted != LimitHandshakeMemory {
 		t.Fatalf("over budget again: cut %v, want y", v)
 	}
 	if n, held := g.inFlight(); n != 1 || held != 600 {
@@ -76,7 +76,7 @@ func TestHandshakeGuardMemoryBudgetCutsOldestAnsweredFirst(t *testing.T) {
 func TestHandshakeGuardClientModeRefusesAtCap(t *testing.T) {
 	g := newHandshakeGuard(1, 0, 0)
 	g.admit(&conn{}, netip.Addr{}, false)
-	if _, victims, refused := g.admit(&conn{}, netip.Addr{}, false); refused != evictForCap || len(victims) != 0 {
+	if _, victims, refused := g.admit(&conn{}, netip.Addr{}, false); refused != LimitHandshakes || len(victims) != 0 {
 		t.Fatalf("client mode over the cap: victims %v refused %v, want a refusal", victims, refused)
 	}
 }

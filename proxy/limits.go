@@ -41,27 +41,23 @@ func (b *tokenBucket) allow(now time.Time) bool {
 
 // admit decides whether a new connection may start. It counts c in
 // active and returns its handshake slot and the handshakes evicted for it,
-// or the refusal reason.
-func (s *Server) admit(now time.Time, c *conn, src netip.Addr) (*shake, []*shake, string) {
+// or the limit that refuses it.
+func (s *Server) admit(now time.Time, c *conn, src netip.Addr) (*shake, []*shake, Limit) {
 	// The slot is taken before it is checked, so that loops accepting at
 	// the same moment cannot together go over --max-concurrent-conns.
 	n := s.active.Add(1)
-	reason := ""
+	var reason Limit
 	var hs *shake
 	var victims []*shake
 	switch {
 	case s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns):
-		reason = "max-conns"
+		reason = LimitConns
 	case !s.rate.allow(now):
-		reason = "handshake-rate"
+		reason = LimitHandshakeRate
 	default:
-		var refused evictReason
-		hs, victims, refused = s.guard.admit(c, src, s.cfg.Mode == ModeServer)
-		if refused != 0 {
-			reason = refused.String()
-		}
+		hs, victims, reason = s.guard.admit(c, src, s.cfg.Mode == ModeServer)
 	}
-	if reason != "" {
+	if reason != 0 {
 		s.active.Add(-1)
 	}
 	return hs, victims, reason

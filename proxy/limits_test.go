@@ -227,7 +227,7 @@ func TestLimitLogCountsEveryRefusal(t *testing.T) {
 				Count   int    `json:"count"`
 				Message string `json:"message"`
 			}
-			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Message, "connection refused: --max-concurrent-conns") {
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.HasPrefix(rec.Message, "connection refused: max-conns reached") {
 				sum += rec.Count
 				lines++
 			}

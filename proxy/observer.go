@@ -11,11 +11,11 @@ type Observer interface {
 	// Accepted is called for every accepted connection, Refused for one
 	// closed at once because a limit was reached.
 	Accepted()
-	Refused(reason string)
+	Refused(limit Limit)
 	// Evicted is called for a handshake cut to make room for another
 	// (reason max-handshakes or max-handshakes-per-source) or to stay
 	// within the handshake memory budget (handshake-memory).
-	Evicted(reason string)
+	Evicted(limit Limit)
 	// Handshake reports a finished TLS handshake, successful or not.
 	Handshake(state *tls.ConnectionState, took time.Duration, err error)
 	// DialFailed reports a failed connect to the far side.
@@ -45,8 +45,8 @@ type Summary struct {
 type nopObserver struct{}
 
 func (nopObserver) Accepted()                                            {}
-func (nopObserver) Refused(string)                                       {}
-func (nopObserver) Evicted(string)                                       {}
+func (nopObserver) Refused(Limit)                                        {}
+func (nopObserver) Evicted(Limit)                                        {}
 func (nopObserver) Handshake(*tls.ConnectionState, time.Duration, error) {}
 func (nopObserver) DialFailed(error)                                     {}
 func (nopObserver) Relayed(int, int)                                     {}

@@ -292,8 +292,9 @@ func (c *conn) failTLS(err error) {
 	c.end(ReasonTLS, err)
 }
 
-// explainRenegotiation names the flag at fault when err is a renegotiation
-// refused by policy, and returns nil for any other error.
+// explainRenegotiation names the policy at fault (in the caller's words,
+// Config.ExplainRenegotiation) when err is a renegotiation refused by
+// policy, and returns nil for any other error.
 func (c *conn) explainRenegotiation(err error) error {
 	if c.mode == ModeServer && strings.Contains(err.Error(), "*tls.clientHelloMsg when waiting for *tls.helloRequestMsg") {
 		// crypto/tls answers a client's renegotiation attempt with a fatal
@@ -305,11 +306,12 @@ func (c *conn) explainRenegotiation(err error) error {
 		op.Err == nil || op.Err.Error() != "tls: no renegotiation" {
 		return nil
 	}
-	switch c.l.srv.cfg.TLS.Renegotiation {
+	policy := c.l.srv.cfg.TLS.Renegotiation
+	switch policy {
 	case tls.RenegotiateNever:
-		return fmt.Errorf("server requested TLS renegotiation, refused by --renegotiation=never; use --renegotiation=once or freely to allow it: %w", err)
+		return fmt.Errorf("server requested TLS renegotiation, refused by %s: %w", c.l.srv.cfg.renegotiationPolicy(policy), err)
 	case tls.RenegotiateOnceAsClient:
-		return fmt.Errorf("server requested a second TLS renegotiation, refused by --renegotiation=once; use --renegotiation=freely to allow it: %w", err)
+		return fmt.Errorf("server requested a second TLS renegotiation, refused by %s: %w", c.l.srv.cfg.renegotiationPolicy(policy), err)
 	}
 	return nil
 }

@@ -101,6 +101,15 @@ type Config struct {
 	// address, the address it connected to, and the finished handshake.
 	UpstreamHeader func(client, local netip.AddrPort, cs *tls.ConnectionState) []byte
 
+	// Explain words a limit for the log lines about refusals and
+	// evictions, in the caller's vocabulary (the flag to change); nil or
+	// "" = the limit's label.
+	Explain func(Limit) string
+	// ExplainRenegotiation words the client-mode renegotiation policy
+	// that refused a server's request, in the caller's vocabulary; nil or
+	// "" = "the renegotiation policy".
+	ExplainRenegotiation func(tls.RenegotiationSupport) string
+
 	Log      zerolog.Logger
 	Observer Observer // metrics hooks; nil = none
 }

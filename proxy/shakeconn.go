@@ -90,11 +90,23 @@ func (c *conn) evict(v *shake) {
 		return
 	}
 	c.hs = nil // the guard has already given the slot back
-	c.l.srv.cfg.Observer.Evicted(v.evicted.String())
-	c.l.logLimit(evictionHelp[v.evicted], nil)
-	if v.evicted == evictForMemory {
+	c.l.srv.cfg.Observer.Evicted(v.evicted)
+	c.l.logLimit(evictionLine(&c.l.srv.cfg, v.evicted), nil)
+	if v.evicted == LimitHandshakeMemory {
 		c.end(ReasonHandshakeMemory, fmt.Errorf("%w: the oldest unfinished handshake is cut", ErrHandshakeMemory))
 		return
 	}
 	c.end(ReasonHandshakeEvicted, fmt.Errorf("%w: %s", ErrHandshakeEvicted, v.evicted))
+}
+
+// evictionLine is the rate-limited log line for evictions for a limit.
+func evictionLine(cfg *Config, l Limit) string {
+	if l == LimitHandshakeMemory {
+		return "handshake cut: " + cfg.explain(l) + "; the oldest unfinished handshake was cut"
+	}
+	who := "the oldest connection without a ClientHello"
+	if l == LimitHandshakesPerSource {
+		who = "that source's oldest connection without a ClientHello"
+	}
+	return "handshake evicted: " + cfg.explain(l) + "; " + who + " made room"
 }
