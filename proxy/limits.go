@@ -2,41 +2,20 @@ package proxy
 
 import (
 	"net/netip"
-	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// tokenBucket admits at most rate events per second, with a burst of one
-// second's worth. It is shared by the loops, hence the lock; it is taken
-// once per accepted connection, never on the data path.
-type tokenBucket struct {
-	mu     sync.Mutex
-	rate   float64
-	tokens float64
-	last   time.Time
-}
-
-func (b *tokenBucket) init(perSecond int) {
-	b.rate = float64(perSecond)
-	b.tokens = b.rate
-}
-
-// allow takes one token if there is one. A zero rate allows everything.
-func (b *tokenBucket) allow(now time.Time) bool {
-	if b.rate <= 0 {
-		return true
+// newHandshakeRate returns the limiter behind Config.HandshakeRate: at
+// most perSecond new handshakes a second, with a burst of one second's
+// worth; nil (no limit) for 0. It is shared by the loops and taken once per
+// accepted connection, never on the data path.
+func newHandshakeRate(perSecond int) *rate.Limiter {
+	if perSecond <= 0 {
+		return nil
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !b.last.IsZero() {
-		b.tokens = min(b.rate, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return rate.NewLimiter(rate.Limit(perSecond), perSecond)
 }
 
 // admit decides whether a new connection may start. It counts c in
@@ -52,7 +31,7 @@ func (s *Server) admit(now time.Time, c *conn, src netip.Addr) (*shake, []*shake
 	switch {
 	case s.cfg.MaxConns > 0 && n > int64(s.cfg.MaxConns):
 		reason = LimitConns
-	case !s.rate.allow(now):
+	case s.rate != nil && !s.rate.AllowN(now, 1):
 		reason = LimitHandshakeRate
 	default:
 		hs, victims, reason = s.guard.admit(c, src, s.cfg.Mode == ModeServer)

@@ -32,6 +32,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/moat-proxy/moat/endpoint"
 	"github.com/moat-proxy/moat/tlsstate"
@@ -145,7 +146,7 @@ type Server struct {
 	budget   budget       // the relay's sizes, from HighWater
 	active   atomic.Int64 // open connections, for MaxConns and Shutdown
 	guard    *handshakeGuard
-	rate     tokenBucket
+	rate     *rate.Limiter // Config.HandshakeRate; nil = no limit
 	draining atomic.Bool
 	done     chan struct{}
 	stopOnce sync.Once
@@ -165,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}), budget: newBudget(cfg.HighWater),
 		guard: newHandshakeGuard(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource, cfg.HandshakeMemory)}
-	s.rate.init(cfg.HandshakeRate)
+	s.rate = newHandshakeRate(cfg.HandshakeRate)
 	for i := 0; i < cfg.Loops; i++ {
 		l, err := newLoop(s)
 		if err != nil {
