@@ -142,6 +142,7 @@ func testHandshakeWouldBlockIsSticky(t *testing.T) {
 	sc.feed(hello[:10])
 	first := srv.Handshake()
 	var ne net.Error
+	//lint:ignore SA1019 crypto/tls decides stickiness by Temporary, which is the contract pinned here
 	if !errors.As(first, &ne) || !ne.Temporary() {
 		t.Fatalf("handshake over a would-block transport = %v, want the transport's temporary error", first)
 	}
@@ -209,6 +210,7 @@ func testWriteErrorIsSticky(t *testing.T, version uint16) {
 	sc.set(func(c *memConn) { c.writeErr = nil })
 	_, err := srv.Write([]byte("y"))
 	var ne net.Error
+	//lint:ignore SA1019 crypto/tls decides stickiness by Temporary, which is the contract pinned here
 	if err == nil || !errors.As(err, &ne) || ne.Temporary() {
 		t.Fatalf("Write after a temporary write error = %v; want a sticky, non-temporary error", err)
 	}
