@@ -422,8 +422,15 @@ func TestClientModeStatusAndMetrics(t *testing.T) {
 		t.Fatalf("/readyz with the remote up = %d %q", code, body)
 	}
 	srv.ln.Close()
-	time.Sleep(1100 * time.Millisecond) // readiness caches its upstream check for a second
-	if code, body := ops.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
+	// Readiness caches its upstream check for a second: poll past that.
+	var code int
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, body = ops.get("/readyz"); code == 503 {
+			break
+		}
+	}
+	if code != 503 || !strings.Contains(body, "unreachable") {
 		t.Fatalf("/readyz with the remote down = %d %q, want 503 naming it unreachable", code, body)
 	}
 }

@@ -47,9 +47,11 @@ func TestHandshakeRateShedsFlood(t *testing.T) {
 // clients get through again.
 func TestMaxHandshakesCapsStalledClients(t *testing.T) {
 	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	obs := &countingObserver{}
 	srv, ccfg := startServer(t, up.addr(), func(c *Config) {
 		c.MaxHandshakes = 3
 		c.HandshakeTimeout = 500 * time.Millisecond
+		c.Observer = obs
 	})
 	for i := 0; i < 3; i++ {
 		c, err := net.Dial("tcp", srv.Addr().String())
@@ -59,11 +61,11 @@ func TestMaxHandshakesCapsStalledClients(t *testing.T) {
 		defer c.Close()
 		c.Write([]byte{0x16, 0x03, 0x01})
 	}
-	time.Sleep(100 * time.Millisecond)
+	eventually(t, 5*time.Second, "the three stalled handshakes accepted", func() bool { return obs.accepted.Load() == 3 })
 	if _, err := tls.Dial("tcp", srv.Addr().String(), ccfg); err == nil {
 		t.Fatal("a fourth handshake was admitted over the cap of 3")
 	}
-	time.Sleep(time.Second) // the stalled ones reach the handshake timeout
+	eventually(t, 5*time.Second, "the stalled handshakes closed at the handshake timeout", func() bool { return srv.Active() == 0 })
 	c := dialTLS(t, srv, ccfg)
 	c.Write([]byte("x"))
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
@@ -132,7 +134,7 @@ func TestLimitLogCountsEveryRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close()
-	time.Sleep(100 * time.Millisecond) // the holder is admitted first
+	eventually(t, 5*time.Second, "the holder admitted", func() bool { return srv.Active() == 1 })
 	const burst = 50
 	start := time.Now()
 	for i := 0; i < burst; i++ {
