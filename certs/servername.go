@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/moat-proxy/moat/tlsstate"
 )
 
 // MaxServerNameLen is the longest host name DNS can carry (RFC 1035: 255
@@ -104,12 +106,6 @@ func refuseServerName(base *tls.Config) *tls.Config {
 	}
 }
 
-// errNoCertificatesText is the text of the error crypto/tls returns when a
-// Config has no certificate to serve (its unexported errNoCertificates).
-// Under ServerTLSConfig that happens only through refuseServerName: Source's
-// GetCertificate returns an error of its own when it has no certificate.
-const errNoCertificatesText = "tls: no certificates configured"
-
 // ServerNameError is why a ServerTLSConfig server refused a handshake: the
 // client's server name (SNI) is not a host name CheckServerName accepts.
 // The client was sent unrecognized_name (112).
@@ -126,17 +122,20 @@ func (e *ServerNameError) Unwrap() error { return e.Err }
 
 // AsServerNameError classifies the error a ServerTLSConfig server's
 // Handshake returned: a refused server name yields a *ServerNameError, any
-// other error false. crypto/tls has no exported error for it, so its text is
-// matched; TestServerTLSConfigRefusesBadServerName pins it.
+// other error false. crypto/tls has no exported error for it: tlsstate
+// matches its text, and TestServerTLSConfigRefusesBadServerName checks the
+// whole refusal.
 func AsServerNameError(err error) (*ServerNameError, bool) {
 	var sne *ServerNameError
 	if errors.As(err, &sne) {
 		return sne, true
 	}
-	for e := err; e != nil; e = errors.Unwrap(e) {
-		if e.Error() == errNoCertificatesText {
-			return &ServerNameError{Err: err}, true
-		}
+	// crypto/tls fails a Config with no certificate to serve with its
+	// unexported errNoCertificates. Under ServerTLSConfig that happens only
+	// through refuseServerName: Source's GetCertificate returns an error of
+	// its own when it has no certificate.
+	if tlsstate.IsNoCertificatesConfigured(err) {
+		return &ServerNameError{Err: err}, true
 	}
 	return nil, false
 }

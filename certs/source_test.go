@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -65,16 +64,30 @@ func (v *secretVolume) update(t *testing.T, crt, key []byte) {
 }
 
 // watch runs Watch until the test ends and returns its reports.
+// watch runs s.Watch until the test ends and returns what it reports, once
+// its watches are in place.
 func watch(t *testing.T, s *Source) <-chan error {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reports := make(chan error, 16)
-	done := make(chan struct{})
+	done, watching := make(chan struct{}), make(chan struct{})
+	testHookWatching = func(w *Source) {
+		if w == s {
+			close(watching)
+		}
+	}
 	go func() {
 		defer close(done)
 		s.Watch(ctx, func(err error) { reports <- err })
 	}()
-	t.Cleanup(func() { cancel(); <-done })
+	t.Cleanup(func() { cancel(); <-done; testHookWatching = nil })
+	select {
+	case <-watching:
+	case <-done:
+		t.Fatal("Watch returned before it was watching")
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch not in place within 5s")
+	}
 	return reports
 }
 
@@ -180,7 +193,6 @@ func TestWatchIgnoresTouchesThatLeaveContentUnchanged(t *testing.T) {
 	}
 	before := src.Certificate()
 	reports := watch(t, src)
-	time.Sleep(2 * watchDebounce) // let Watch set up
 	now := time.Now()
 	os.Chtimes(certFile, now, now)
 	os.Chmod(keyFile, 0o640)
@@ -257,11 +269,12 @@ func TestStaticSourceServesItsCertificate(t *testing.T) {
 		t.Fatal("GetClientCertificate without leaf")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var returned atomic.Bool
-	go func() { src.Watch(ctx, nil); returned.Store(true) }()
+	returned := make(chan struct{})
+	go func() { src.Watch(ctx, nil); close(returned) }()
 	cancel()
-	time.Sleep(50 * time.Millisecond)
-	if !returned.Load() {
+	select {
+	case <-returned:
+	case <-time.After(5 * time.Second):
 		t.Fatal("Watch on a static source ignores its context")
 	}
 }
@@ -303,7 +316,6 @@ func TestWatchFallsBackToPollingWhenItsDirectoryIsReplaced(t *testing.T) {
 		t.Fatal(err)
 	}
 	reports := watch(t, src)
-	time.Sleep(2 * watchDebounce) // let Watch set up its inotify watch
 	// Moving the directory away ends the inotify watch (IN_MOVE_SELF); the
 	// new directory is only seen by polling.
 	if err := os.Rename(dir, dir+".old"); err != nil {

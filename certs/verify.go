@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/moat-proxy/moat/tlsstate"
 )
 
 // Policy says which verified client certificates are let in. A certificate
@@ -259,7 +261,7 @@ func AsAuthError(err error) (*AuthError, bool) {
 		return ae, true
 	}
 	// crypto/tls has no typed error for a missing client certificate.
-	if err != nil && strings.Contains(err.Error(), "client didn't provide a certificate") {
+	if tlsstate.IsNoClientCert(err) {
 		return &AuthError{Reason: ReasonNoCert, Err: err}, true
 	}
 	return nil, false

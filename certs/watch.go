@@ -37,6 +37,11 @@ const (
 const watchMask = unix.IN_CREATE | unix.IN_MOVED_TO | unix.IN_CLOSE_WRITE | unix.IN_DELETE |
 	unix.IN_ATTRIB | unix.IN_DELETE_SELF | unix.IN_MOVE_SELF
 
+// testHookWatching, when a test sets it, is called once Watch's inotify
+// watches (or its polling) are in place and the first check is done, so a
+// test changes files only after Watch can see the change.
+var testHookWatching func(*Source)
+
 // Watch reloads the Source whenever its files change, until ctx is done. Run
 // it in its own goroutine. onReload (which may be nil) is called with nil
 // after new material went into service, and with the error when changed
@@ -64,6 +69,9 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 
 	// Files may have changed before the watches were in place.
 	s.check(onReload)
+	if testHookWatching != nil {
+		testHookWatching(s)
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -141,8 +141,14 @@ func TestStatusPortFollowsUpstreamAndShutdown(t *testing.T) {
 	}
 
 	up.Close()
-	time.Sleep(upstreamCheckTTL + 100*time.Millisecond) // let the cached good result expire
-	code, body := httpGet(t, base+"/readyz")
+	// The good result stays cached for upstreamCheckTTL: poll past it.
+	var code int
+	var body string
+	for deadline := time.Now().Add(upstreamCheckTTL + 5*time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, body = httpGet(t, base+"/readyz"); code != http.StatusOK {
+			break
+		}
+	}
 	if code != http.StatusServiceUnavailable || !strings.HasPrefix(body, "upstream unreachable") {
 		t.Errorf("/readyz with the upstream gone = %d %q, want 503 upstream unreachable", code, body)
 	}

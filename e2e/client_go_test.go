@@ -401,8 +401,7 @@ func TestClientModeStatusAndMetrics(t *testing.T) {
 		a.expectLine(t, "pong!")
 		a.Close()
 	}
-	fams := ops.metrics(t)
-	for _, tc := range []struct {
+	cases := []struct {
 		name   string
 		labels map[string]string
 		want   float64
@@ -412,18 +411,39 @@ func TestClientModeStatusAndMetrics(t *testing.T) {
 		{"moat_connections_total", nil, 2},
 		{"moat_bytes_total", map[string]string{"direction": "from_client"}, 2 * 5}, // "ping\n"
 		{"moat_bytes_total", map[string]string{"direction": "to_client"}, 2 * 6},   // "pong!\n"
-	} {
-		if got := value(fams, tc.name, tc.labels); got != tc.want {
-			t.Errorf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want)
+	}
+	// The app can read the last reply before the loop that wrote it has
+	// counted it: poll until the counts settle.
+	var mismatches []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		fams := ops.metrics(t)
+		mismatches = mismatches[:0]
+		for _, tc := range cases {
+			if got := value(fams, tc.name, tc.labels); got != tc.want {
+				mismatches = append(mismatches, fmt.Sprintf("%s%v = %v, want %v", tc.name, tc.labels, got, tc.want))
+			}
 		}
+		if len(mismatches) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, m := range mismatches {
+		t.Error(m)
 	}
 	// Last: the readiness probe's connect reaches the remote as a connection.
 	if code, body := ops.get("/readyz"); code != 200 {
 		t.Fatalf("/readyz with the remote up = %d %q", code, body)
 	}
 	srv.ln.Close()
-	time.Sleep(1100 * time.Millisecond) // readiness caches its upstream check for a second
-	if code, body := ops.get("/readyz"); code != 503 || !strings.Contains(body, "unreachable") {
+	// Readiness caches its upstream check for a second: poll past that.
+	var code int
+	var body string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if code, body = ops.get("/readyz"); code == 503 {
+			break
+		}
+	}
+	if code != 503 || !strings.Contains(body, "unreachable") {
 		t.Fatalf("/readyz with the remote down = %d %q, want 503 naming it unreachable", code, body)
 	}
 }

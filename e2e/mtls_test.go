@@ -1,52 +1,37 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/moat-proxy/moat/internal/testpki"
 )
 
 // pki is a tiny CA for client certificates with the fields the allow
-// flags look at (CN, OU, DNS and URI SANs) and any validity period.
+// flags look at (CN, OU, DNS and URI SANs) and any validity period, with
+// its certificate and the ones it issues written as PEM files.
 type pki struct {
 	dir  string
+	ca   *testpki.CA
 	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
 	file string // the CA certificate, PEM
 }
 
-var serialSeq atomic.Int64
-
 func newPKI(t testing.TB, name string) *pki {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serialSeq.Add(1) + 1000), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &pki{dir: t.TempDir(), key: key}
-	p.cert, _ = x509.ParseCertificate(der)
+	ca := testpki.NewNamedCA(name)
+	p := &pki{dir: t.TempDir(), ca: ca, cert: ca.Cert}
 	p.file = filepath.Join(p.dir, "ca.crt")
-	writePEM(t, p.file, "CERTIFICATE", der)
+	writePEM(t, p.file, "CERTIFICATE", ca.Cert.Raw)
 	return p
 }
 
@@ -57,26 +42,22 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 	}
 }
 
-// issue writes a certificate and key named name and returns their paths.
+// issue writes a certificate, for client and server use, and its key named
+// name and returns their paths.
 func (p *pki) issue(t testing.TB, name string, edit func(*x509.Certificate)) (certFile, keyFile string) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serialSeq.Add(1) + 1000), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth},
-	}
-	if edit != nil {
-		edit(tmpl)
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.cert, &key.PublicKey, p.key)
+	leaf := p.ca.IssueClientWith(name, func(c *x509.Certificate) {
+		c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}
+		if edit != nil {
+			edit(c)
+		}
+	})
+	certFile, keyFile = filepath.Join(p.dir, name+".crt"), filepath.Join(p.dir, name+".key")
+	writePEM(t, certFile, "CERTIFICATE", leaf.Cert.Raw)
+	kder, err := x509.MarshalPKCS8PrivateKey(leaf.Key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	certFile, keyFile = filepath.Join(p.dir, name+".crt"), filepath.Join(p.dir, name+".key")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	kder, _ := x509.MarshalPKCS8PrivateKey(key)
 	writePEM(t, keyFile, "PRIVATE KEY", kder)
 	return certFile, keyFile
 }

@@ -2,15 +2,14 @@ package metrics
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/moat-proxy/moat/certs"
 	"github.com/moat-proxy/moat/proxy"
+	"github.com/moat-proxy/moat/tlsstate"
 )
 
 // Handshake error reasons: the values of the reason label of
@@ -46,9 +45,9 @@ var handshakeReasons = []string{
 }
 
 // HandshakeErrorReason classifies a failed handshake's error for the reason
-// label. crypto/tls has few typed errors, so after the typed checks the
-// classification falls back to the texts crypto/tls and the proxy use; the
-// table test pins each one, so a Go release that rewords one shows up there.
+// label. crypto/tls has few typed errors; its texts are read in one place,
+// tlsstate.ClassifyHandshakeFailure, whose contract test pins each one. The
+// proxy's own timeout and EOF texts are still matched here.
 func HandshakeErrorReason(err error) string {
 	if err == nil {
 		return ""
@@ -67,17 +66,13 @@ func HandshakeErrorReason(err error) string {
 	case errors.Is(err, proxy.ErrClientHelloTimeout), isTimeout(err):
 		return ReasonTimeout
 	}
-	var rh tls.RecordHeaderError
-	if errors.As(err, &rh) {
-		if strings.Contains(rh.Msg, "does not look like a TLS handshake") {
-			return ReasonNotTLS
-		}
-		return ReasonBadRecord
-	}
 	if isEOF(err) {
 		return ReasonEOF
 	}
-	return reasonFromText(err.Error())
+	if r, ok := failureReasons[tlsstate.ClassifyHandshakeFailure(err)]; ok {
+		return r
+	}
+	return ReasonOther
 }
 
 // isTimeout recognises the handshake deadline. The proxy reports it as
@@ -94,37 +89,15 @@ func isEOF(err error) bool {
 		errors.Is(err, proxy.ErrPeerClosed)
 }
 
-// textReasons maps crypto/tls error and alert texts to reasons, first match
-// wins. Alerts the peer sent arrive as "remote error: tls: <alert>"; the
-// certificate ones mean the peer did not accept the certificate we showed.
-var textReasons = []struct{ text, reason string }{
-	{"remote error: tls: bad certificate", ReasonPeerRejectedCert},
-	{"remote error: tls: unknown certificate authority", ReasonPeerRejectedCert},
-	{"remote error: tls: expired certificate", ReasonPeerRejectedCert},
-	{"remote error: tls: unknown certificate", ReasonPeerRejectedCert},
-	{"remote error: tls: unsupported certificate", ReasonPeerRejectedCert},
-	{"remote error: tls: revoked certificate", ReasonPeerRejectedCert},
-	{"bad record MAC", ReasonBadRecord},
-	{"decryption failed", ReasonBadRecord},
-	{"error decrypting message", ReasonBadRecord},
-	{"record overflow", ReasonBadRecord},
-	{"oversized record", ReasonBadRecord},
-	{"protocol version not supported", ReasonProtocolVersion},
-	{"unsupported versions", ReasonProtocolVersion},
-	{"offered TLS version older than", ReasonProtocolVersion},
-	{"unsupported SSLv2", ReasonProtocolVersion},
-	{"no cipher suite supported by both", ReasonNoSharedCipher},
-	{"no ECDHE curve supported by both", ReasonNoSharedCipher},
-	{"no mutually supported", ReasonNoSharedCipher},
-	{"insufficient security level", ReasonNoSharedCipher},
-	{"certificate required", ReasonNoCert},
-}
-
-func reasonFromText(msg string) string {
-	for _, t := range textReasons {
-		if strings.Contains(msg, t.text) {
-			return t.reason
-		}
-	}
-	return ReasonOther
+// failureReasons names the reason for each kind of crypto/tls failure;
+// tlsstate.ClassifyHandshakeFailure holds the texts that decide the kind.
+var failureReasons = map[tlsstate.HandshakeFailure]string{
+	tlsstate.FailureNotTLS:              ReasonNotTLS,
+	tlsstate.FailureBadRecord:           ReasonBadRecord,
+	tlsstate.FailureProtocolVersion:     ReasonProtocolVersion,
+	tlsstate.FailureNoSharedCipher:      ReasonNoSharedCipher,
+	tlsstate.FailurePeerRejectedCert:    ReasonPeerRejectedCert,
+	tlsstate.FailureCertificateRequired: ReasonNoCert,
+	tlsstate.FailureNoClientCert:        ReasonNoCert,
+	tlsstate.FailureNoCertificates:      ReasonBadSNI,
 }

@@ -41,7 +41,7 @@ func TestIdleTimeoutWithDataInFlightResets(t *testing.T) {
 		}
 	}()
 	waitStalled(t, &written)
-	time.Sleep(time.Second) // past the idle timeout
+	eventually(t, 10*time.Second, "the idle timeout cut the connection", func() bool { return srv.Active() == 0 })
 	close(release)
 	if err := <-upErr; !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("upstream read after the cut: %v, want connection reset", err)

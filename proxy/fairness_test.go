@@ -27,6 +27,7 @@ func TestFirehoseDoesNotStarveLoop(t *testing.T) {
 	srv, ccfg := startServer(t, up.addr(), func(c *Config) { c.Loops = 1 })
 	hose := dialTLS(t, srv, ccfg)
 	var streaming atomic.Bool
+	var streamed atomic.Int64
 	streaming.Store(true)
 	hoseDone := make(chan struct{})
 	go func() {
@@ -37,9 +38,12 @@ func TestFirehoseDoesNotStarveLoop(t *testing.T) {
 			if _, err := hose.Write(buf); err != nil {
 				return
 			}
+			streamed.Add(int64(len(buf)))
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // the firehose is flowing
+	// The firehose is flowing once more has gone through than the socket
+	// buffers between it and the sink could hold.
+	eventually(t, 10*time.Second, "the firehose flowing", func() bool { return streamed.Load() >= 16<<20 })
 
 	pinger := dialTLS(t, srv, ccfg)
 	start := time.Now()

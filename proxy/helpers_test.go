@@ -2,14 +2,9 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"io"
-	"math/big"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -19,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/moat-proxy/moat/endpoint"
+	"github.com/moat-proxy/moat/internal/testpki"
 )
 
 var (
@@ -27,32 +23,34 @@ var (
 	testPool *x509.CertPool
 )
 
-// serverCert is a self-signed ECDSA certificate for 127.0.0.1 and
-// localhost, made once per test binary.
+// serverCert is a certificate for 127.0.0.1 and localhost from a test CA,
+// made once per test binary, with a pool holding that CA.
 func serverCert(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	certOnce.Do(func() {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			panic(err)
-		}
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-			DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			BasicConstraintsValid: true, IsCA: true,
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			panic(err)
-		}
-		leaf, _ := x509.ParseCertificate(der)
-		testCert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
-		testPool = x509.NewCertPool()
-		testPool.AddCert(leaf)
+		ca := testpki.NewCA()
+		testCert, testPool = ca.Issue("localhost", "127.0.0.1").TLS(), ca.Pool()
 	})
 	return testCert, testPool
 }
+
+// eventually polls cond until it holds, and fails the test if it does not
+// within timeout: for state a test can observe but has no event to wait on.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", timeout, what)
+		}
+	}
+}
+
+// countingObserver counts the connections a server accepted.
+type countingObserver struct {
+	nopObserver
+	accepted atomic.Int64
+}
+
+func (o *countingObserver) Accepted() { o.accepted.Add(1) }
 
 // startServer runs a moat server in front of target and returns it with a
 // client configuration that trusts it.

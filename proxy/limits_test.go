@@ -203,7 +203,7 @@ func TestLimitLogCountsEveryRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer holder.Close()
-	time.Sleep(100 * time.Millisecond) // the holder is admitted first
+	eventually(t, 5*time.Second, "the holder admitted", func() bool { return srv.Active() == 1 })
 	const burst = 50
 	start := time.Now()
 	for i := 0; i < burst; i++ {

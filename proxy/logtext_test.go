@@ -62,6 +62,8 @@ func TestLoggableOutputIsBoundedAndClean(t *testing.T) {
 	}
 }
 
+// FuzzLoggable: whatever a peer sends, the text a log line carries is
+// bounded, valid UTF-8, and free of control characters.
 func FuzzLoggable(f *testing.F) {
 	for _, s := range []string{"", "a", "a\x00b", "\xff", "ü", `\`, strings.Repeat("x", 300)} {
 		f.Add(s)

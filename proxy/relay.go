@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -296,14 +294,12 @@ func (c *conn) failTLS(err error) {
 // Config.ExplainRenegotiation) when err is a renegotiation refused by
 // policy, and returns nil for any other error.
 func (c *conn) explainRenegotiation(err error) error {
-	if c.mode == ModeServer && strings.Contains(err.Error(), "*tls.clientHelloMsg when waiting for *tls.helloRequestMsg") {
+	if c.mode == ModeServer && tlsstate.IsClientRenegotiation(err) {
 		// crypto/tls answers a client's renegotiation attempt with a fatal
 		// unexpected_message.
 		return fmt.Errorf("client attempted TLS renegotiation, which moat refuses: %w", err)
 	}
-	var op *net.OpError
-	if c.mode != ModeClient || !errors.As(err, &op) || op.Op != "local error" ||
-		op.Err == nil || op.Err.Error() != "tls: no renegotiation" {
+	if c.mode != ModeClient || !tlsstate.IsRenegotiationRefused(err) {
 		return nil
 	}
 	policy := c.l.srv.cfg.TLS.Renegotiation

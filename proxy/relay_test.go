@@ -109,14 +109,20 @@ func TestDownloadHalfClose(t *testing.T) {
 // TestUpstreamResetIsNotACleanEOF: an upstream RST reaches the client as a
 // reset, not as close_notify that would make a truncated reply look whole.
 func TestUpstreamResetIsNotACleanEOF(t *testing.T) {
+	delivered := make(chan struct{})
 	up := startUpstream(t, "tcp", "127.0.0.1:0", func(c net.Conn) {
 		c.Write([]byte("partial"))
-		time.Sleep(50 * time.Millisecond)
+		<-delivered
 		c.(*net.TCPConn).SetLinger(0)
 		c.Close()
 	})
 	srv, ccfg := startServer(t, up.addr(), nil)
 	c := dialTLS(t, srv, ccfg)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, len("partial"))); err != nil {
+		t.Fatalf("reading the bytes sent before the reset: %v", err)
+	}
+	close(delivered) // the reset comes after the data, not in a race with it
 	_, err := io.ReadAll(c)
 	if err == nil {
 		t.Fatal("the client read a clean EOF after the upstream reset")

@@ -2,19 +2,17 @@ package proxyproto
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"math/big"
 	"net"
 	"net/netip"
 	"net/url"
 	"testing"
 	"time"
+
+	"github.com/moat-proxy/moat/internal/testpki"
 )
 
 var payload = []byte("GET / HTTP/1.1\r\n\r\n")
@@ -175,29 +173,17 @@ func TestV2LeavesOutATLVThatWouldOverflowTheLength(t *testing.T) {
 	}
 }
 
-// clientCert makes a self-signed client certificate naming cn and, as a URI
-// SAN, uri; the server in the test asks for any certificate.
+// clientCert makes a client certificate naming cn and, as a URI SAN, uri;
+// the server in the test asks for any certificate.
 func clientCert(t *testing.T, cn, uri string) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
 	u, err := url.Parse(uri)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		URIs: []*url.URL{{Scheme: "https", Host: "example.com"}, u},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	return testpki.NewCA().IssueClientWith(cn, func(c *x509.Certificate) {
+		c.URIs = []*url.URL{{Scheme: "https", Host: "example.com"}, u}
+	}).TLS()
 }
 
 // handshake runs a real mTLS handshake over loopback TCP and returns the

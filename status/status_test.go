@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -206,25 +207,36 @@ func TestCloseStopsListening(t *testing.T) {
 	}
 }
 
+// TestCachedCheckRunsOncePerTTLAndIgnoresCancelledProbes runs in a synctest
+// bubble, whose clock moves only when every goroutine in it waits: the TTL
+// is crossed exactly, not by a sleep that a loaded machine can stretch.
 func TestCachedCheckRunsOncePerTTLAndIgnoresCancelledProbes(t *testing.T) {
-	var calls atomic.Int32
-	check := Cached(200*time.Millisecond, func(ctx context.Context) error {
-		calls.Add(1)
-		return ctx.Err()
-	})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	for i := 0; i < 10; i++ {
-		if err := check(ctx); err != nil {
-			t.Fatalf("check with a cancelled probe context = %v, want the check's own result", err)
+	synctest.Test(t, func(t *testing.T) {
+		const ttl = 200 * time.Millisecond
+		var calls atomic.Int32
+		check := Cached(ttl, func(ctx context.Context) error {
+			calls.Add(1)
+			return ctx.Err()
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		for i := 0; i < 10; i++ {
+			if err := check(ctx); err != nil {
+				t.Fatalf("check with a cancelled probe context = %v, want the check's own result", err)
+			}
 		}
-	}
-	if n := calls.Load(); n != 1 {
-		t.Errorf("10 probes within the TTL ran the check %d times, want 1", n)
-	}
-	time.Sleep(250 * time.Millisecond)
-	check(context.Background())
-	if n := calls.Load(); n != 2 {
-		t.Errorf("a probe after the TTL: %d checks, want 2", n)
-	}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("10 probes within the TTL ran the check %d times, want 1", n)
+		}
+		time.Sleep(ttl - time.Nanosecond)
+		check(context.Background())
+		if n := calls.Load(); n != 1 {
+			t.Errorf("a probe just inside the TTL: %d checks, want 1", n)
+		}
+		time.Sleep(time.Nanosecond)
+		check(context.Background())
+		if n := calls.Load(); n != 2 {
+			t.Errorf("a probe at the TTL: %d checks, want 2", n)
+		}
+	})
 }

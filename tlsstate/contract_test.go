@@ -142,6 +142,7 @@ func testHandshakeWouldBlockIsSticky(t *testing.T) {
 	sc.feed(hello[:10])
 	first := srv.Handshake()
 	var ne net.Error
+	//lint:ignore SA1019 crypto/tls decides stickiness by Temporary, which is the contract pinned here
 	if !errors.As(first, &ne) || !ne.Temporary() {
 		t.Fatalf("handshake over a would-block transport = %v, want the transport's temporary error", first)
 	}
@@ -209,6 +210,7 @@ func testWriteErrorIsSticky(t *testing.T, version uint16) {
 	sc.set(func(c *memConn) { c.writeErr = nil })
 	_, err := srv.Write([]byte("y"))
 	var ne net.Error
+	//lint:ignore SA1019 crypto/tls decides stickiness by Temporary, which is the contract pinned here
 	if err == nil || !errors.As(err, &ne) || ne.Temporary() {
 		t.Fatalf("Write after a temporary write error = %v; want a sticky, non-temporary error", err)
 	}
@@ -226,4 +228,121 @@ func clientHello(t testing.TB, cfg *tls.Config) []byte {
 		t.Fatalf("client Handshake = %v, want ErrWantRead", err)
 	}
 	return bytes.Clone(c.Output())
+}
+
+// TestCryptoTLSErrorTextContract pins every crypto/tls text tlserrors.go
+// reads: each case makes this Go release's crypto/tls fail a real handshake
+// and checks that the predicate and ClassifyHandshakeFailure still see it. A
+// Go upgrade that rewords one fails here, in one place. The two
+// renegotiation texts need a peer that renegotiates, which crypto/tls never
+// starts: TestClientRenegotiatesWithOpenSSLServer (IsRenegotiationRefused) and
+// TestServerRejectsClientInitiatedRenegotiation (IsClientRenegotiation) pin
+// them against openssl.
+func TestCryptoTLSErrorTextContract(t *testing.T) {
+	p := testPKI(t)
+	srv13, cli13 := p.configs(tls.VersionTLS13, p.small, false)
+	srv12, cli12 := p.configs(tls.VersionTLS12, p.small, false)
+	requireCert := srv13.Clone()
+	requireCert.ClientAuth = tls.RequireAnyClientCert
+	oldClient := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}
+	ecdsaOnly := srv12.Clone()
+	ecdsaOnly.CipherSuites = []uint16{tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256} // our key is ECDSA
+	distrust := cli13.Clone()
+	distrust.RootCAs = p.clientCA.Pool()
+	x25519Only, p256Only := srv13.Clone(), cli13.Clone()
+	x25519Only.CurvePreferences = []tls.CurveID{tls.X25519}
+	p256Only.CurvePreferences = []tls.CurveID{tls.CurveP256}
+
+	cases := []struct {
+		name     string
+		server   *tls.Config
+		client   *tls.Config // nil: the client writes raw instead
+		raw      []byte
+		side     string // whose error is checked
+		is       func(error) bool
+		wantKind HandshakeFailure
+	}{
+		{"no client certificate", requireCert, cli13, nil, "server", IsNoClientCert, FailureNoClientCert},
+		{"certificate required alert", requireCert, cli13, nil, "client", nil, FailureCertificateRequired},
+		{"no certificates configured", &tls.Config{}, cli13, nil, "server", IsNoCertificatesConfigured, FailureNoCertificates},
+		{"plaintext", srv13, nil, []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "server", nil, FailureNotTLS},
+		{"oversized record", srv13, nil, []byte{22, 3, 1, 0xff, 0xff}, "server", nil, FailureBadRecord},
+		{"client offers only old versions", srv13, oldClient, nil, "server", nil, FailureProtocolVersion},
+		{"protocol version alert", srv13, oldClient, nil, "client", nil, FailureProtocolVersion},
+		{"no shared cipher suite", ecdsaOnly, cli12, nil, "server", nil, FailureNoSharedCipher},
+		{"no shared key exchange", x25519Only, p256Only, nil, "server", nil, FailureNoSharedCipher},
+		{"SSLv2 ClientHello", srv13, nil, []byte{0x80, 0x2e, 0x01, 0x00, 0x02}, "server", nil, FailureProtocolVersion},
+		{"peer rejected our certificate", srv13, distrust, nil, "server", nil, FailurePeerRejectedCert},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srvErr, cliErr := failedHandshake(t, c.server, c.client, c.raw)
+			err := map[string]error{"server": srvErr, "client": cliErr}[c.side]
+			if err == nil {
+				t.Fatalf("%s handshake succeeded (server %v, client %v)", c.side, srvErr, cliErr)
+			}
+			if c.is != nil && !c.is(err) {
+				t.Errorf("%s error %q: the predicate no longer recognises it", c.side, err)
+			}
+			if got := ClassifyHandshakeFailure(err); got != c.wantKind {
+				t.Errorf("%s error %q classified %v, want %v", c.side, err, got, c.wantKind)
+			}
+		})
+	}
+	t.Run("bad record MAC", func(t *testing.T) {
+		cli, srv, cc, sc := rawPair(t, tls.VersionTLS13)
+		if _, err := cli.Write([]byte("tampered")); err != nil {
+			t.Fatal(err)
+		}
+		record := cc.takeOut()
+		record[len(record)-1] ^= 1
+		sc.feed(record)
+		_, err := srv.Read(make([]byte, 64))
+		if got := ClassifyHandshakeFailure(err); got != FailureBadRecord {
+			t.Errorf("Read of a tampered record = %q, classified %v, want %v", err, got, FailureBadRecord)
+		}
+	})
+}
+
+// failedHandshake runs a server with srvCfg against a client with cliCfg, or
+// against raw bytes when cliCfg is nil, over loopback TCP, and returns each
+// side's error. A TLS 1.3 client finishes before the server has judged its
+// certificate, so the client also reads once to collect a refusal.
+func failedHandshake(t *testing.T, srvCfg, cliCfg *tls.Config, raw []byte) (srvErr, cliErr error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cliDone := make(chan error, 1)
+	go func() {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			cliDone <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if cliCfg == nil {
+			c.Write(raw)
+			c.(*net.TCPConn).CloseWrite()
+			c.Read(make([]byte, 1)) // until the server is done
+			cliDone <- nil
+			return
+		}
+		tc := tls.Client(c, cliCfg)
+		if err = tc.Handshake(); err == nil {
+			_, err = tc.Read(make([]byte, 1))
+		}
+		cliDone <- err
+	}()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	srvErr = tls.Server(c, srvCfg).Handshake()
+	c.Close()
+	return srvErr, <-cliDone
 }

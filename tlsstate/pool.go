@@ -10,7 +10,7 @@ import (
 const (
 	inputCap     = DefaultHighWater // bound on ciphertext held before crypto/tls takes it
 	outputCap    = DefaultHighWater // starting size; a handshake flight or HighWater+record may grow it
-	maxPooledCap = 256 << 10 // larger buffers are left to the GC instead of pinning memory in the pool
+	maxPooledCap = 256 << 10        // larger buffers are left to the GC instead of pinning memory in the pool
 )
 
 var (

@@ -52,9 +52,13 @@ type Leaf struct {
 }
 
 // NewCA returns a self-signed root CA.
-func NewCA() *CA {
+func NewCA() *CA { return NewNamedCA("moat test root CA") }
+
+// NewNamedCA returns a self-signed root CA whose subject CN is cn, for tests
+// that tell several CAs apart in what they log.
+func NewNamedCA(cn string) *CA {
 	key := newKey()
-	tmpl := template("moat test root CA")
+	tmpl := template(cn)
 	tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 	cert := sign(tmpl, tmpl, &key.PublicKey, key)
@@ -75,15 +79,22 @@ func (ca *CA) Intermediate(name string) *CA {
 // Issue issues a server certificate. Names that parse as IP addresses become
 // IP SANs, the rest DNS SANs; the first name is also the subject CN.
 func (ca *CA) Issue(names ...string) *Leaf {
-	return ca.issue(x509.ExtKeyUsageServerAuth, names)
+	return ca.issue(x509.ExtKeyUsageServerAuth, names, nil)
 }
 
 // IssueClient issues a client certificate with the given subject CN.
 func (ca *CA) IssueClient(name string) *Leaf {
-	return ca.issue(x509.ExtKeyUsageClientAuth, []string{name})
+	return ca.issue(x509.ExtKeyUsageClientAuth, []string{name}, nil)
 }
 
-func (ca *CA) issue(usage x509.ExtKeyUsage, names []string) *Leaf {
+// IssueClientWith is IssueClient with edit applied to the template before it
+// is signed, for the fields a test of identities needs: OUs, DNS and URI
+// SANs, more key usages, a validity period of its own.
+func (ca *CA) IssueClientWith(name string, edit func(*x509.Certificate)) *Leaf {
+	return ca.issue(x509.ExtKeyUsageClientAuth, []string{name}, edit)
+}
+
+func (ca *CA) issue(usage x509.ExtKeyUsage, names []string, edit func(*x509.Certificate)) *Leaf {
 	key := newKey()
 	cn := "moat test leaf"
 	if len(names) > 0 {
@@ -98,6 +109,9 @@ func (ca *CA) issue(usage x509.ExtKeyUsage, names []string) *Leaf {
 		} else if usage == x509.ExtKeyUsageServerAuth {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
+	}
+	if edit != nil {
+		edit(tmpl)
 	}
 	cert := sign(tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	return &Leaf{Cert: cert, Key: key, Chain: ca.Chain, Root: ca.root}
