@@ -102,7 +102,7 @@ func TestReleasePolicy(t *testing.T) {
 		}},
 		{"little idle", []step{
 			{20 * time.Second, 120 * mib, 5 * mib, false, 0},
-			{22 * time.Second, 15 * mib, 31 * mib, false, 0},
+			{22 * time.Second, 15 * mib, 15 * mib, false, 0},
 		}},
 		{"large steady heap", []step{
 			{20 * time.Second, 200 * mib, 40 * mib, false, 0},
@@ -126,8 +126,8 @@ func TestReleasePolicy(t *testing.T) {
 			{24 * time.Second, 65 * mib, 1 * mib, false, 600 * mib},
 		}},
 		{"quiet with a small heap", []step{
-			{20 * time.Second, 20 * mib, 10 * mib, false, 500 * mib},
-			{22 * time.Second, 20 * mib, 10 * mib, false, 500 * mib},
+			{20 * time.Second, 12 * mib, 10 * mib, false, 500 * mib},
+			{22 * time.Second, 12 * mib, 10 * mib, false, 500 * mib},
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 const (
 	checkEvery   = 2 * time.Second
 	releaseEvery = 10 * time.Second // at most one forced release per this long
-	minIdle      = 32 << 20         // free heap worth a forced garbage collection
+	minIdle      = 16 << 20         // free heap worth a forced garbage collection
 	quietAlloc   = 1 << 20          // allocated in one check, at most, by a quiet process
 )
 

@@ -44,14 +44,6 @@ func eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-// countingObserver counts the connections a server accepted.
-type countingObserver struct {
-	nopObserver
-	accepted atomic.Int64
-}
-
-func (o *countingObserver) Accepted() { o.accepted.Add(1) }
-
 // startServer runs a moat server in front of target and returns it with a
 // client configuration that trusts it.
 func startServer(t testing.TB, target string, edit func(*Config)) (*Server, *tls.Config) {
