@@ -43,10 +43,7 @@ func (c *conn) report(reason CloseReason, err error) {
 	s := c.tlsInfo
 	s.Client = c.client
 	s.Duration = time.Since(c.start)
-	s.FromClient, s.ToClient = c.tlsToPln, c.plnToTLS
-	if c.mode == ModeClient {
-		s.FromClient, s.ToClient = c.plnToTLS, c.tlsToPln
-	}
+	s.FromClient, s.ToClient = c.o.fromClient(c.relayed.tlsToPln, c.relayed.plnToTLS)
 	s.Reason, s.Err = reason, err
 	c.l.srv.cfg.Observer.Closed(&s)
 	level := zerolog.InfoLevel

@@ -29,11 +29,11 @@ const (
 
 // conn is one proxied connection. It belongs to one loop.
 type conn struct {
-	l    *loop
-	tls  side // the socket that speaks TLS
-	pln  side // the socket that speaks plaintext
-	eng  *tlsstate.Engine
-	mode Mode
+	l   *loop
+	tls side // the socket that speaks TLS
+	pln side // the socket that speaks plaintext
+	eng *tlsstate.Engine
+	o   orientation
 
 	toPlain pipe // engine plaintext waiting for the plaintext socket
 	toTLS   pipe // plaintext waiting for the engine
@@ -46,17 +46,15 @@ type conn struct {
 
 	start       time.Time
 	client      string
-	tlsToPln    int64   // plaintext bytes decrypted and relayed
-	plnToTLS    int64   // plaintext bytes relayed and encrypted
+	relayed     tally   // bytes relayed each way, for the log line
 	tlsInfo     Summary // TLS fields filled in at handshake end
 	handshook   time.Time
 	hs          *shake // the handshake's slot in the server's guard, until it ends
 	answered    bool   // server mode: the ClientHello was answered
 	shakeIn     int    // server mode: ciphertext bytes received during the handshake
-	headerLeft  int    // bytes of the upstream header not yet written
 	queued      bool   // in the loop's run-again list
 	heardTLS    bool   // a byte arrived on the TLS socket
-	dialAttempt int    // index of the target address being connected to
+	dialAttempt int    // the dial cursor: index of the target address being connected to
 	peerAddr    unix.Sockaddr
 }
 
@@ -64,12 +62,12 @@ type conn struct {
 func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	now := time.Now()
 	c := &conn{
-		l: l, mode: l.srv.cfg.Mode, heapIndex: -1, start: now, lastActive: now,
+		l: l, o: l.srv.orient, heapIndex: -1, start: now, lastActive: now,
 		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa), peerAddr: sa,
 		toPlain: pipe{limit: l.srv.budget.batch()}, toTLS: pipe{limit: l.srv.budget.batch()},
 	}
 	var src netip.Addr
-	if c.mode == ModeServer {
+	if c.o.guarded() {
 		src = sockaddrAddrPort(sa).Addr()
 	}
 	hs, victims, reason := l.srv.admit(now, c, src)
@@ -79,12 +77,9 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	}
 	l.evictAll(victims)
 	c.hs = hs
-	accepted := &c.tls
-	if c.mode == ModeClient {
-		accepted = &c.pln
-	}
+	accepted := c.o.accepted(c)
 	accepted.fd, accepted.readable, accepted.writable = fd, true, true
-	if c.mode == ModeServer && isInet(sa) {
+	if c.o.keepAliveAccepted() && isInet(sa) {
 		setKeepAlive(fd, l.srv.cfg.KeepAlive)
 	}
 	if err := l.add(fd, c); err != nil {
@@ -95,13 +90,11 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	}
 	l.srv.cfg.Observer.Accepted()
 	cfg := l.srv.cfg
-	opts := tlsstate.Options{HighWater: cfg.HighWater}
-	if c.mode == ModeServer {
-		c.eng = tlsstate.Server(cfg.TLS, opts)
+	c.eng = c.o.engine(cfg.TLS, tlsstate.Options{HighWater: cfg.HighWater})
+	if !c.o.dialFirst() {
 		c.phase = phaseHandshake
 		l.timer.schedule(c, now.Add(cfg.ClientHelloTimeout))
 	} else {
-		c.eng = tlsstate.Client(cfg.TLS, opts)
 		c.phase = phaseDial
 		l.timer.schedule(c, now.Add(c.dialTimeout()))
 		c.startDial()
@@ -164,7 +157,7 @@ func (c *conn) handshake() bool {
 	if c.phase == phaseClosed {
 		return false
 	}
-	if c.tls.readEOF && !c.heardTLS && c.mode == ModeServer {
+	if c.tls.readEOF && !c.heardTLS && c.o.guarded() {
 		c.end(ReasonHandshake, errClosedSilently)
 		return false
 	}
@@ -203,7 +196,7 @@ func (c *conn) handshakeDone() {
 		c.tlsInfo.Peer = cs.PeerCertificates[0].Subject.CommonName
 	}
 	c.l.srv.cfg.Observer.Handshake(&cs, now.Sub(c.start), nil)
-	if c.mode == ModeServer {
+	if !c.o.dialFirst() {
 		c.phase = phaseDial
 		c.l.timer.schedule(c, now.Add(c.dialTimeout()))
 		c.startDial()
@@ -220,9 +213,9 @@ func (c *conn) startDial() {
 		c.dialFailed(err)
 		return
 	}
-	dialled := c.dialled()
+	dialled := c.o.dialled(c)
 	dialled.fd, dialled.writable = fd, !inProgress
-	if c.mode == ModeClient && c.l.srv.cfg.Target.Address().Network() == "tcp" {
+	if !c.o.keepAliveAccepted() && c.l.srv.cfg.Target.Address().Network() == "tcp" {
 		setKeepAlive(fd, c.l.srv.cfg.KeepAlive)
 	}
 	if err := c.l.add(fd, c); err != nil {
@@ -236,18 +229,11 @@ func (c *conn) startDial() {
 	}
 }
 
-func (c *conn) dialled() *side {
-	if c.mode == ModeServer {
-		return &c.pln
-	}
-	return &c.tls
-}
-
 // dialProgress finishes a connect once the socket is writable.
 func (c *conn) dialProgress() bool {
-	d := c.dialled()
+	d := c.o.dialled(c)
 	if d.fd < 0 || !d.writable {
-		if c.mode == ModeServer {
+		if !c.o.dialFirst() {
 			return c.readTLS() // keep early data flowing into the engine (bounded)
 		}
 		return false
@@ -266,7 +252,7 @@ func (c *conn) dialProgress() bool {
 func (c *conn) dialFailed(err error) {
 	if c.dialAttempt+1 < c.l.srv.cfg.Target.Addresses() {
 		c.dialAttempt++
-		if d := c.dialled(); d.fd >= 0 {
+		if d := c.o.dialled(c); d.fd >= 0 {
 			c.l.remove(d.fd)
 			c.l.closeLater(d.fd)
 			d.fd, d.writable = -1, false
@@ -288,7 +274,7 @@ func (c *conn) dialGiveUp(err error) {
 // never past the handshake timeout, which runs from accept.
 func (c *conn) dialTimeout() time.Duration {
 	d := c.l.srv.cfg.ConnectTimeout
-	if c.mode == ModeClient {
+	if c.o.dialFirst() {
 		d = min(d, c.l.srv.cfg.HandshakeTimeout)
 	}
 	return d
@@ -296,7 +282,7 @@ func (c *conn) dialTimeout() time.Duration {
 
 func (c *conn) dialDone() {
 	now := time.Now()
-	if c.mode == ModeServer {
+	if !c.o.dialFirst() {
 		c.sendUpstreamHeader()
 		c.startRelay(now)
 		return
@@ -320,7 +306,7 @@ func (c *conn) onDeadline(now time.Time) {
 	defer c.recoverPanic()
 	switch c.phase {
 	case phaseHandshake:
-		if c.mode == ModeServer && !c.answered {
+		if c.o.guarded() && !c.answered {
 			// A loop behind on its events may not have read a
 			// ClientHello that did arrive: give it one turn first, so
 			// that a busy moat does not blame its clients.
@@ -369,7 +355,7 @@ func (c *conn) sendUpstreamHeader() {
 		local = sockaddrAddrPort(sa)
 	}
 	if hdr := build(sockaddrAddrPort(c.peerAddr), local, &cs); len(hdr) > 0 {
-		c.headerLeft = len(hdr)
+		c.relayed.headerLeft = len(hdr)
 		c.writePlain(hdr)
 	}
 }

@@ -34,7 +34,7 @@ func (s *Server) admit(now time.Time, c *conn, src netip.Addr) (*shake, []*shake
 	case s.rate != nil && !s.rate.AllowN(now, 1):
 		reason = LimitHandshakeRate
 	default:
-		hs, victims, reason = s.guard.admit(c, src, s.cfg.Mode == ModeServer)
+		hs, victims, reason = s.guard.admit(c, src, s.orient.guarded())
 	}
 	if reason != 0 {
 		s.active.Add(-1)

@@ -73,8 +73,8 @@ func (r CloseReason) failsHandshake() bool {
 // cut for a complete stream: a side whose stream moat cannot finish is
 // reset. holding says whether moat still holds data of the connection
 // (parked plaintext, or ciphertext in the engine).
-func (r CloseReason) resets(mode Mode, holding bool) (tls, plain bool) {
-	accepted := mode == ModeServer // the accepted socket is the TLS one
+func (r CloseReason) resets(o orientation, holding bool) (tls, plain bool) {
+	accepted := o.tlsAccepted // the accepted socket is the TLS one
 	switch r {
 	case ReasonClosed, ReasonClientHelloTimeout, ReasonHandshakeTooLarge:
 		return false, false
@@ -142,7 +142,7 @@ func (c *conn) end(r CloseReason, err error) {
 			return
 		}
 	}
-	resetTLS, resetPlain := r.resets(c.mode, c.holding())
+	resetTLS, resetPlain := r.resets(c.o, c.holding())
 	c.phase = phaseClosed
 	c.l.timer.schedule(c, time.Time{})
 	c.doneShaking()

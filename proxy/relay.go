@@ -250,12 +250,12 @@ func (c *conn) halfClose() bool {
 // deliveredPlain counts plaintext the plaintext socket accepted, less
 // the upstream header that went first.
 func (c *conn) deliveredPlain(n int) {
-	if skip := min(n, c.headerLeft); skip > 0 {
-		c.headerLeft -= skip
+	if skip := min(n, c.relayed.headerLeft); skip > 0 {
+		c.relayed.headerLeft -= skip
 		n -= skip
 	}
 	if n > 0 {
-		c.tlsToPln += int64(n)
+		c.relayed.tlsToPln += int64(n)
 		c.countRelayed(n, 0)
 	}
 }
@@ -263,7 +263,7 @@ func (c *conn) deliveredPlain(n int) {
 // deliveredTLS counts plaintext the engine took to encrypt.
 func (c *conn) deliveredTLS(n int) {
 	if n > 0 {
-		c.plnToTLS += int64(n)
+		c.relayed.plnToTLS += int64(n)
 		c.countRelayed(0, n)
 	}
 }
@@ -271,10 +271,8 @@ func (c *conn) deliveredTLS(n int) {
 // countRelayed reports bytes from the TLS side and to it, seen from the
 // accepting side: in client mode the accepted socket is the plaintext one.
 func (c *conn) countRelayed(fromTLS, toTLS int) {
-	if c.mode == ModeClient {
-		fromTLS, toTLS = toTLS, fromTLS
-	}
-	c.l.srv.cfg.Observer.Relayed(fromTLS, toTLS)
+	from, to := c.o.fromClient(int64(fromTLS), int64(toTLS))
+	c.l.srv.cfg.Observer.Relayed(int(from), int(to))
 }
 
 // failTLS ends the connection on an engine error after the handshake. A
@@ -294,12 +292,12 @@ func (c *conn) failTLS(err error) {
 // Config.ExplainRenegotiation) when err is a renegotiation refused by
 // policy, and returns nil for any other error.
 func (c *conn) explainRenegotiation(err error) error {
-	if c.mode == ModeServer && tlsstate.IsClientRenegotiation(err) {
+	if c.o.tlsAccepted && tlsstate.IsClientRenegotiation(err) {
 		// crypto/tls answers a client's renegotiation attempt with a fatal
 		// unexpected_message.
 		return fmt.Errorf("client attempted TLS renegotiation, which moat refuses: %w", err)
 	}
-	if c.mode != ModeClient || !tlsstate.IsRenegotiationRefused(err) {
+	if c.o.tlsAccepted || !tlsstate.IsRenegotiationRefused(err) {
 		return nil
 	}
 	policy := c.l.srv.cfg.TLS.Renegotiation

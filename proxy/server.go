@@ -144,6 +144,7 @@ type Server struct {
 	loops []*loop
 
 	budget   budget       // the relay's sizes, from HighWater
+	orient   orientation  // what Mode decides for every connection
 	active   atomic.Int64 // open connections, for MaxConns and Shutdown
 	guard    *handshakeGuard
 	rate     *rate.Limiter // Config.HandshakeRate; nil = no limit
@@ -164,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}), budget: newBudget(cfg.HighWater),
+	s := &Server{cfg: cfg, ln: ln, done: make(chan struct{}), budget: newBudget(cfg.HighWater), orient: orient(cfg.Mode),
 		guard: newHandshakeGuard(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource, cfg.HandshakeMemory)}
 	s.rate = newHandshakeRate(cfg.HandshakeRate)
 	for i := 0; i < cfg.Loops; i++ {

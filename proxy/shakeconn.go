@@ -42,7 +42,7 @@ const (
 // ServerHello, or a HelloRetryRequest): the connection can no longer be
 // evicted for a newcomer, and its deadline becomes the handshake timeout.
 func (c *conn) noteAnswer() {
-	if c.answered || c.mode != ModeServer || c.eng.Pending() == 0 || c.phase != phaseHandshake {
+	if c.answered || !c.o.guarded() || c.eng.Pending() == 0 || c.phase != phaseHandshake {
 		return
 	}
 	c.answered = true
@@ -56,7 +56,7 @@ func (c *conn) noteAnswer() {
 // server-mode handshake, against the per-handshake bound and the memory
 // budget. It reports false when the connection was ended for it.
 func (c *conn) chargeHandshake(n int) bool {
-	if c.mode != ModeServer || c.phase != phaseHandshake || c.hs == nil {
+	if !c.o.guarded() || c.phase != phaseHandshake || c.hs == nil {
 		return true
 	}
 	cost := int64(n) * shakeCostFactor
