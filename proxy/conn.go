@@ -15,17 +15,23 @@ import (
 
 // A connection goes through these phases in order. In server mode:
 // accept → handshake (authorization happens inside it, through the TLS
-// configuration's verifier) → dial the upstream → relay → closed. In client
-// mode the dial comes before the handshake, since the TLS side is the one
-// dialled.
+// configuration's verifier) → dial the upstream → relay → drain → closed.
+// In client mode the dial comes before the handshake, since the TLS side is
+// the one dialled (orientation.dialFirst). Drain is the relay after one
+// direction has ended (its EOF carried through as a FIN or close_notify):
+// the other direction keeps flowing until it ends too.
 type phase uint8
 
 const (
 	phaseHandshake phase = iota
 	phaseDial
 	phaseRelay
+	phaseDrain
 	phaseClosed
 )
+
+// relaying reports whether the connection moves data (relay or drain).
+func (p phase) relaying() bool { return p == phaseRelay || p == phaseDrain }
 
 // conn is one proxied connection. It belongs to one loop.
 type conn struct {
@@ -141,7 +147,7 @@ func (c *conn) run() {
 			moved = c.handshake()
 		case phaseDial:
 			moved = c.dialProgress()
-		case phaseRelay:
+		case phaseRelay, phaseDrain:
 			moved = c.relay()
 		}
 		if !moved {
@@ -321,7 +327,7 @@ func (c *conn) onDeadline(now time.Time) {
 		c.end(ReasonHandshakeTimeout, fmt.Errorf("%w within %s", ErrHandshakeTimeout, c.l.srv.cfg.HandshakeTimeout))
 	case phaseDial:
 		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
-	case phaseRelay:
+	case phaseRelay, phaseDrain:
 		idle := c.l.srv.cfg.IdleTimeout
 		if idle <= 0 {
 			return

@@ -134,7 +134,7 @@ func (c *conn) end(r CloseReason, err error) {
 			return
 		}
 	}
-	if r == ReasonIdleTimeout && c.phase == phaseRelay && !c.holding() && !c.closeSent {
+	if r == ReasonIdleTimeout && c.phase.relaying() && !c.holding() && !c.closeSent {
 		c.closeSent = true // a quiet connection is told so before the clean close
 		c.eng.CloseWrite()
 		c.flushTLS()

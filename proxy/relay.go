@@ -244,6 +244,9 @@ func (c *conn) halfClose() bool {
 		c.end(ReasonClosed, nil)
 		return false
 	}
+	if (c.pln.shutWR || c.tls.shutWR) && c.phase == phaseRelay {
+		c.phase = phaseDrain // one direction is done; the other drains
+	}
 	return moved
 }
 
