@@ -27,12 +27,14 @@ type clientOptions struct {
 }
 
 func newClientCommand(logs *logOptions) *cobra.Command {
-	o := &clientOptions{common: commonOptions{logs: logs}}
+	o := &clientOptions{common: commonOptions{logs: logs, plaintext: plaintextSide{flag: "listen"}}}
 	cmd := o.common.command(&cobra.Command{
 		Use: "client", Args: cobra.NoArgs,
 		Short: "Accept plaintext locally and carry it over TLS to a remote server",
 		Long: `Accept plaintext connections on --listen (host:port or unix:/path) and carry
-each one over TLS to --target.
+each one over TLS to --target. The plaintext stays on this host: --listen must
+be a loopback address, localhost or a unix socket unless --unsafe-listen is
+given (":6379" and "0.0.0.0:6379" listen on every address).
 
 The server certificate is always verified: against --cacert (the system roots
 when it is absent) and against --server-name, which defaults to the host of

@@ -35,6 +35,7 @@ type commonOptions struct {
 	alpn             []string
 	keepAlive        time.Duration
 	dryRun           bool
+	plaintext        plaintextSide // which of --listen and --target carries plaintext
 	status           statusOptions
 	logs             *logOptions // the root command's
 }
@@ -53,6 +54,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.StringSliceVar(&o.alpn, "alpn", nil, "ALPN protocols to offer, in order of preference, e.g. h2,http/1.1")
 	f.DurationVar(&o.keepAlive, "tcp-keepalive", 30*time.Second, "TCP keepalive on the TLS side's socket: first probe after this much silence, then every third of it; three unanswered probes reset the connection (0 = off)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "check the flags, load the certificates and resolve --target, then exit without listening (0 = the same command would start)")
+	o.plaintext.register(f)
 	o.status.register(f)
 }
 
@@ -121,7 +123,8 @@ func (o *commonOptions) command(c *cobra.Command, listenHelp, targetHelp string,
 }
 
 // run is the course of both proxy commands: build the logger, parse
-// --listen and --target, let the mode build its proxy, and run it.
+// --listen and --target, refuse a plaintext side that may leave the host,
+// let the mode build its proxy, and run it.
 func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 	log, flushLog, err := o.logs.newLogger(cmd.ErrOrStderr())
 	if err != nil {
@@ -130,6 +133,9 @@ func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 	defer flushLog()
 	listen, target, err := o.addresses()
 	if err != nil {
+		return err
+	}
+	if err := o.plaintext.check(o.plaintext.pick(listen, target)); err != nil {
 		return err
 	}
 	cfg, src, err := configure(log, listen, target)
@@ -164,6 +170,9 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	}
 	if err := cfg.Target.Resolve(ctx); err != nil {
 		return flagError("target", "%v", err)
+	}
+	if err := o.plaintext.checkResolved(cfg.Target); err != nil {
+		return err
 	}
 	if err := o.status.check(); err != nil {
 		return err

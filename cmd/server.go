@@ -32,12 +32,14 @@ type serverOptions struct {
 }
 
 func newServerCommand(logs *logOptions) *cobra.Command {
-	o := &serverOptions{common: commonOptions{logs: logs}}
+	o := &serverOptions{common: commonOptions{logs: logs, plaintext: plaintextSide{flag: "target"}}}
 	cmd := o.common.command(&cobra.Command{
 		Use: "server", Args: serverArgs,
 		Short: "Accept TLS and relay the plaintext to a local upstream",
 		Long: `Accept TLS connections on --listen, check who the client is, and relay the
-plaintext to --target (host:port or unix:/path).
+plaintext to --target (host:port or unix:/path). The plaintext stays on this
+host: --target must be a loopback address, localhost or a unix socket unless
+--unsafe-target is given.
 
 Client authentication is required by default; --disable-authentication turns
 it off explicitly.`,

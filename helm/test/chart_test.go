@@ -28,6 +28,7 @@ func valueSets() []valueSet {
 		{name: "self-signed", release: "rel", args: []string{"-f", f("self-signed.yaml")}},
 		{name: "self-signed-mtls", release: "rel", args: []string{"-f", f("self-signed-mtls.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
+		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
 		{name: "library-plain", chart: parentChart, release: "shop", kubeVersion: "1.28.0",
 			args: []string{"--set", "moat.nativeSidecar=false", "--set", "moat.mtls.enabled=false"}},
@@ -65,7 +66,11 @@ func wants() map[string]want {
 		"defaults": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
 			args:    []string{"--listen=:8443", "--target=127.0.0.1:8080", "--cert-dir=/etc/moat/tls", "--disable-authentication", "--status=:9090", "--shutdown-timeout=30s", "--shutdown-delay=0s"},
-			notArgs: []string{"--self-signed", "--enable-pprof", "--allow-", "--max-", "--proxy-protocol", "--alpn", "--cacert"},
+			notArgs: []string{"--self-signed", "--enable-pprof", "--allow-", "--max-", "--proxy-protocol", "--alpn", "--cacert", "--unsafe-target"},
+		},
+		"remote-target": {
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			args: []string{"--target=10.0.0.5:8080", "--unsafe-target"},
 		},
 		"mtls": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
@@ -573,6 +578,10 @@ func TestRefusedValues(t *testing.T) {
 		{"mtls allowAll with allow lists", valueSet{args: []string{"--set", "mtls.enabled=true", "--set", "mtls.allowAll=true", "--set", "mtls.allowCN[0]=a"}}, "cannot be combined"},
 		{"mtls self-signed without client CA", valueSet{args: []string{"--set", "tls.selfSigned=true", "--set", "mtls.enabled=true", "--set", "mtls.allowCN[0]=a"}}, "needs mtls.clientCA.secretName"},
 		{"bad secret name", valueSet{args: []string{"--set", "tls.secretName=My_Secret"}}, "/tls/secretName"},
+		{"target outside the pod", valueSet{args: []string{"--set", "target=10.0.0.5:8080"}}, "target 10.0.0.5:8080 is not a loopback address, localhost or a unix socket, so the plaintext would leave the pod; set unsafeTarget=true"},
+		{"host name target", valueSet{args: []string{"--set", "target=db.internal:5432"}}, "set unsafeTarget=true"},
+		{"target outside the pod in a parent chart", valueSet{chart: parentChart, args: []string{"--set", "moat.target=0.0.0.0:5000"}}, "set unsafeTarget=true"},
+		{"unsafeTarget not a boolean", valueSet{args: []string{"--set", "unsafeTarget=yes"}}, "/unsafeTarget"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.v.name, tc.v.release = tc.name, "rel"

@@ -80,6 +80,11 @@ real binary knows every flag rendered here.
 - server
 - --listen=:{{ int64 $v.listen.port }}
 - --target={{ $v.target }}
+{{- if $v.unsafeTarget }}
+- --unsafe-target
+{{- else if not (regexMatch "^(unix:/.+|(?i:localhost)\\.?:[0-9]+|127\\.[0-9]+\\.[0-9]+\\.[0-9]+:[0-9]+|\\[::1\\]:[0-9]+)$" (toString $v.target)) }}
+{{- fail (printf "moat: target %s is not a loopback address, localhost or a unix socket, so the plaintext would leave the pod; set unsafeTarget=true to allow it" $v.target) }}
+{{- end }}
 {{- if $v.tls.selfSigned }}
 - --self-signed
 {{- else }}
