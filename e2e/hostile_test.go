@@ -59,7 +59,9 @@ func (o *opsServer) waitGauge(t testing.TB, name string, d time.Duration, ok fun
 func TestIdleConnectionsHoldNoBuffer(t *testing.T) {
 	const each = 200
 	up := startUpstream(t, upperEcho)
-	o := startOps(t, up.addr())
+	// Deadlines longer than the test: on a busy machine opening 600
+	// connections can take longer than the 3 s ClientHello deadline.
+	o := startOps(t, up.addr(), "--client-hello-timeout", "60s", "--handshake-timeout", "60s")
 	hello := clientHello(t)
 	var conns []net.Conn
 	defer func() {
