@@ -163,10 +163,18 @@ func TestGarbageNeverDialsUpstream(t *testing.T) {
 // reset; once the upstream is back the next client gets through, with no
 // restart of moat.
 func TestUpstreamDownThenUp(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	srv, ccfg := startServer(t, addr, nil)
+	// A port nothing listens on; the kernel may hand the same free port to
+	// moat's own listener, and moat would then relay to itself: pick
+	// again until they differ.
+	var addr string
+	var srv *Server
+	var ccfg *tls.Config
+	for srv == nil || srv.Addr().String() == addr {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr = ln.Addr().String()
+		ln.Close()
+		srv, ccfg = startServer(t, addr, nil)
+	}
 	c := dialTLS(t, srv, ccfg)
 	_, werr := c.Write([]byte("hello"))
 	_, rerr := io.ReadAll(c)
