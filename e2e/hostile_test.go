@@ -225,20 +225,29 @@ func stalledBigCertClients(t *testing.T, n int, addr string) {
 	}
 }
 
+// startMTLSOps starts moat with client authentication (--allow-all over a
+// fresh CA), a status port and a 60 s handshake timeout, in front of an
+// echo upstream, with extra flags appended.
+func startMTLSOps(t *testing.T, extra ...string) (*opsServer, *tcpUpstream) {
+	t.Helper()
+	p := newPKI(t, "mTLS ops CA")
+	cert, key := p.serverCert(t)
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	writePEM(t, caFile, "CERTIFICATE", p.cert.Raw)
+	up := startUpstream(t, upperEcho)
+	o := &opsServer{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), status: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	args := append([]string{"server", "--listen", o.addr, "--target", up.addr(), "--cert", cert, "--key", key,
+		"--cacert", caFile, "--allow-all", "--status", o.status, "--handshake-timeout", "60s"}, extra...)
+	o.m = startMoat(t, args...)
+	return o, up
+}
+
 // TestBigCertificateStallIsCut: clients that send most of a 250 KiB client
 // certificate chain and stall are cut as soon as they pass
 // --max-client-cert-bytes (default 64 KiB), not held for the handshake
 // timeout with the chain in memory.
 func TestBigCertificateStallIsCut(t *testing.T) {
-	p := newPKI(t, "big cert CA")
-	cert, key := p.serverCert(t)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	writePEM(t, caFile, "CERTIFICATE", p.cert.Raw)
-	up := startUpstream(t, upperEcho)
-	status := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	o := &opsServer{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), status: status}
-	o.m = startMoat(t, "server", "--listen", o.addr, "--target", up.addr(), "--cert", cert, "--key", key,
-		"--cacert", caFile, "--allow-all", "--status", status, "--handshake-timeout", "60s")
+	o, up := startMTLSOps(t)
 	stalledBigCertClients(t, 20, o.addr)
 	o.waitGauge(t, "moat_handshake_errors_total", 10*time.Second, func(float64) bool {
 		return value(o.metrics(t), "moat_handshake_errors_total", map[string]string{"reason": "too-large"}) == 20
@@ -252,16 +261,7 @@ func TestBigCertificateStallIsCut(t *testing.T) {
 // stalled 200 KiB handshakes beyond --handshake-memory are cut, oldest
 // first, so what unfinished handshakes hold stays within the budget.
 func TestHandshakeMemoryBudgetCutsOldest(t *testing.T) {
-	p := newPKI(t, "budget CA")
-	cert, key := p.serverCert(t)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	writePEM(t, caFile, "CERTIFICATE", p.cert.Raw)
-	up := startUpstream(t, upperEcho)
-	status := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	o := &opsServer{addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), status: status}
-	o.m = startMoat(t, "server", "--listen", o.addr, "--target", up.addr(), "--cert", cert, "--key", key,
-		"--cacert", caFile, "--allow-all", "--status", status, "--handshake-timeout", "60s",
-		"--max-client-cert-bytes", "0", "--handshake-memory", "4MiB")
+	o, _ := startMTLSOps(t, "--max-client-cert-bytes", "0", "--handshake-memory", "4MiB")
 	const n = 40
 	stalledBigCertClients(t, n, o.addr)
 	// Each is charged about 2 x 200 KiB: at most ten fit in 4 MiB.
