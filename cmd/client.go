@@ -107,7 +107,7 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 	if o.caFile != "" {
 		pool, _, err := certs.LoadCAPool(o.caFile)
 		if err != nil {
-			return nil, nil, flagError("cacert", "%v", err)
+			return nil, nil, fileFailure("cacert", o.caFile, err)
 		}
 		cfg.RootCAs = pool
 	}

@@ -118,6 +118,7 @@ type configureFunc func(log zerolog.Logger, listen, target endpoint.Address) (pr
 // common flags, and run with the mode's configure.
 func (o *commonOptions) command(c *cobra.Command, listenHelp, targetHelp string, configure configureFunc) *cobra.Command {
 	c.RunE = func(cmd *cobra.Command, _ []string) error { return o.run(cmd, configure) }
+	c.Annotations = map[string]string{logsAnnotation: "yes"} // fatal errors follow --log-format
 	o.register(c.Flags(), listenHelp, targetHelp)
 	return c
 }
@@ -156,7 +157,7 @@ func fileSource(certFile, keyFile, caFile string) (*certs.Source, error) {
 	}
 	src, err := certs.NewFileSource(certFile, keyFile, caFile)
 	if err != nil {
-		return nil, flagError(fileFlag(err), "%v", err)
+		return nil, fileFailure(fileFlag(err), "", err)
 	}
 	return src, nil
 }
@@ -169,12 +170,15 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		ctx = context.Background()
 	}
 	if err := cfg.Target.Resolve(ctx); err != nil {
-		return flagError("target", "%v", err)
+		return addressFailure("target", cfg.Target.String(), err)
 	}
 	if err := o.plaintext.checkResolved(cfg.Target); err != nil {
 		return err
 	}
 	if err := o.status.check(); err != nil {
+		return err
+	}
+	if err := checkPortClash(cfg.Listen, o.status.addr); err != nil {
 		return err
 	}
 	if o.dryRun {
@@ -186,7 +190,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	}
 	srv, err := proxy.New(cfg)
 	if err != nil {
-		return flagError("listen", "%v", err)
+		return addressFailure("listen", cfg.Listen.String(), err)
 	}
 	svc := runner.Service{Server: srv, Target: cfg.Target}
 	if src != nil {

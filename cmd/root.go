@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // logOptions are the persistent flags that shape moat's logs.
@@ -41,19 +42,26 @@ func newRootCommand() *cobra.Command {
 	return root
 }
 
-// Execute runs the command line and returns the process exit code. Errors are
+// Execute runs the command line and returns the process exit code: 0, 2
+// for a usage error, 1 for a runtime failure (see fatal.go). Errors are
 // printed as one line on stderr, never as a panic trace.
 func Execute() int {
-	root := newRootCommand()
-	if err := root.Execute(); err != nil {
-		fmt.Fprintf(os.Stderr, "moat: %s\n", oneLine(err))
-		var ue usageError
-		if errors.As(err, &ue) {
-			return 2
-		}
-		return 1
+	return execute(newRootCommand(), os.Args[1:], os.Stderr)
+}
+
+func execute(root *cobra.Command, args []string, stderr io.Writer) int {
+	var ran bool
+	markRun(root, &ran)
+	root.SetArgs(args)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(flagParseError)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return 0
 	}
-	return 0
+	f := judge(err, ran)
+	f.write(stderr, fatalAsJSON(cmd))
+	return f.code
 }
 
 // logBuffer is how many log lines may wait for a slow stderr before lines
@@ -68,7 +76,26 @@ func (u usageError) Unwrap() error { return u.err }
 
 // flagError returns a usage error that names the flag at fault.
 func flagError(flag string, format string, args ...any) error {
-	return usageError{fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...))}
+	return usageError{&blame{flag: flag, err: fmt.Errorf(format, args...)}}
+}
+
+// flagParseError turns pflag's refusal of a flag or its value into a usage
+// error that names the flag.
+func flagParseError(_ *cobra.Command, err error) error {
+	var (
+		unknown *pflag.NotExistError
+		invalid *pflag.InvalidValueError
+		missing *pflag.ValueRequiredError
+	)
+	switch {
+	case errors.As(err, &unknown):
+		return usageError{fmt.Errorf("%w (see --help)", err)}
+	case errors.As(err, &invalid):
+		return usageError{&blame{flag: invalid.GetFlag().Name, err: fmt.Errorf("invalid value %q: %w", invalid.GetValue(), invalid.Unwrap())}}
+	case errors.As(err, &missing):
+		return usageError{&blame{flag: missing.GetFlag().Name, err: err}}
+	}
+	return usageError{err}
 }
 
 func oneLine(err error) string {
@@ -99,3 +126,8 @@ func (l *logOptions) newLogger(w io.Writer) (zerolog.Logger, func(), error) {
 	sink := newLogSink(out, logBuffer, dropped)
 	return zerolog.New(sink).Level(level).With().Timestamp().Logger(), sink.Close, nil
 }
+
+// Root returns moat's command tree, for programs that describe it (the
+// manual page generator, internal/genman). The moat binary itself runs
+// Execute.
+func Root() *cobra.Command { return newRootCommand() }

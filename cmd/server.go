@@ -148,20 +148,20 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	case o.selfSigned:
 		cert, err := certs.SelfSigned(o.selfHosts)
 		if err != nil {
-			return nil, flagError("self-signed", "%v", err)
+			return nil, &blame{flag: "self-signed", err: err}
 		}
 		if o.caFile == "" {
 			return certs.NewStaticSource(cert), nil
 		}
 		src, err := certs.NewStaticSourceWithCA(cert, o.caFile)
 		if err != nil {
-			return nil, flagError("cacert", "%v", err)
+			return nil, fileFailure("cacert", o.caFile, err)
 		}
 		return src, nil
 	case o.certDir != "":
 		src, err := certs.NewDirSource(o.certDir, certs.DirOptions{CAFile: o.caFile, RequireCA: !o.disableAuth})
 		if err != nil {
-			return nil, flagError("cert-dir", "%v", err)
+			return nil, fileFailure("cert-dir", o.certDir, err)
 		}
 		return src, nil
 	}

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,8 +42,13 @@ func TestServerDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
+	takenStatus, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer takenStatus.Close()
 	addr := taken.Addr().String()
-	base := []string{"server", "--dry-run", "--listen", addr, "--target", "127.0.0.1:8080", "--status", addr}
+	base := []string{"server", "--dry-run", "--listen", addr, "--target", "127.0.0.1:8080", "--status", takenStatus.Addr().String()}
 	mtls := []string{"--allow-cn", certs.ClientCN}
 	for _, args := range [][]string{
 		{"--cert", files.ServerCert, "--key", files.ServerKey, "--disable-authentication"},
@@ -67,29 +71,32 @@ func TestServerDryRun(t *testing.T) {
 	if err := os.Remove(filepath.Join(noCA, "ca.crt")); err != nil {
 		t.Fatal(err)
 	}
+	// A file that cannot be loaded is a runtime failure (exit 1); a command
+	// line that contradicts itself is a usage error (exit 2).
 	for _, tc := range []struct {
 		args []string
 		flag string
+		code int
 	}{
-		{[]string{"--cert-dir", empty, "--disable-authentication"}, "--cert-dir"},
-		{append([]string{"--cert-dir", mount, "--cacert", filepath.Join(empty, "missing.pem")}, mtls...), "--cert-dir"},
-		{append([]string{"--self-signed", "--cacert", filepath.Join(empty, "missing.pem")}, mtls...), "--cacert"},
-		{[]string{"--cert-dir", noCA, "--allow-all"}, "ca.crt"},
-		{[]string{"--cert", files.ServerCert, "--key", filepath.Join(empty, "missing.key"), "--disable-authentication"}, "--key: key "},
-		{[]string{"--cert", files.ServerCert, "--key", files.ServerKey, "--cacert", filepath.Join(empty, "missing.pem"), "--allow-all"}, "--cacert: CA bundle "},
-		{[]string{"--cert", filepath.Join(empty, "missing.crt"), "--key", files.ServerKey, "--disable-authentication"}, "--cert: certificate "},
-		{[]string{"--self-signed"}, "--disable-authentication"},
-		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-all", "--allow-cn", "x"}, "--allow-all"},
-		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-uri", "spiffe://td/ns-*"}, "--allow-uri"},
-		{[]string{"--self-signed", "--disable-authentication", "--status", "nonsense"}, "--status"},
-		{[]string{"--self-signed", "--disable-authentication", "--target", "127.0.0.1"}, "--target"},
-		{[]string{"--self-signed", "--disable-authentication", "--proxy-protocol", "v1"}, "--proxy-protocol=v1"},
-		{[]string{"--self-signed", "--disable-authentication", "stray"}, "unexpected argument"},
+		{[]string{"--cert-dir", empty, "--disable-authentication"}, "--cert-dir", exitRuntime},
+		{append([]string{"--cert-dir", mount, "--cacert", filepath.Join(empty, "missing.pem")}, mtls...), "--cert-dir", exitRuntime},
+		{append([]string{"--self-signed", "--cacert", filepath.Join(empty, "missing.pem")}, mtls...), "--cacert", exitRuntime},
+		{[]string{"--cert-dir", noCA, "--allow-all"}, "ca.crt", exitRuntime},
+		{[]string{"--cert", files.ServerCert, "--key", filepath.Join(empty, "missing.key"), "--disable-authentication"}, "--key: key ", exitRuntime},
+		{[]string{"--cert", files.ServerCert, "--key", files.ServerKey, "--cacert", filepath.Join(empty, "missing.pem"), "--allow-all"}, "--cacert: CA bundle ", exitRuntime},
+		{[]string{"--cert", filepath.Join(empty, "missing.crt"), "--key", files.ServerKey, "--disable-authentication"}, "--cert: certificate ", exitRuntime},
+		{[]string{"--self-signed"}, "--disable-authentication", exitUsage},
+		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-all", "--allow-cn", "x"}, "--allow-all", exitUsage},
+		{[]string{"--self-signed", "--cacert", files.CACert, "--allow-uri", "spiffe://td/ns-*"}, "--allow-uri", exitUsage},
+		{[]string{"--self-signed", "--disable-authentication", "--status", "nonsense"}, "--status", exitUsage},
+		{[]string{"--self-signed", "--disable-authentication", "--status", addr}, "--status", exitUsage},
+		{[]string{"--self-signed", "--disable-authentication", "--target", "127.0.0.1"}, "--target", exitUsage},
+		{[]string{"--self-signed", "--disable-authentication", "--proxy-protocol", "v1"}, "--proxy-protocol=v1", exitUsage},
+		{[]string{"--self-signed", "--disable-authentication", "stray"}, "unexpected argument", exitUsage},
 	} {
 		_, err := run(t, append(append([]string{}, base...), tc.args...)...)
-		var ue usageError
-		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.flag) {
-			t.Errorf("%v: error %v, want a usage error naming %s", tc.args, err, tc.flag)
+		if err == nil || judge(err, true).code != tc.code || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%v: error %v, want exit code %d naming %s", tc.args, err, tc.code, tc.flag)
 		}
 	}
 }

@@ -3,7 +3,6 @@ package cmd
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
@@ -68,6 +67,7 @@ func (s *statusOptions) observer() proxy.Observer {
 	}
 	if s.run == nil {
 		reg := prometheus.NewRegistry()
+		registerBuildInfo(reg)
 		s.run = &statusRun{reg: reg, metrics: metrics.New(reg)}
 	}
 	return s.run.metrics
@@ -102,7 +102,7 @@ func (s *statusOptions) open(log zerolog.Logger, ready func() bool, target *endp
 	if errors.Is(err, status.ErrBadAddress) {
 		return nil, flagError("status", "%v", err)
 	} else if err != nil {
-		return nil, fmt.Errorf("--status: %w", err) // a port in use is not a usage error
+		return nil, addressFailure("status", s.addr, err) // a port in use is not a usage error
 	}
 	s.run.server = st
 	log.Info().Str("status", st.Addr().String()).Bool("pprof", s.pprof).Msg("status port is serving")

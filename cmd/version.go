@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -30,13 +31,36 @@ func commit() string {
 	return "unknown"
 }
 
+// buildInfo is what `moat version --json` prints and what the
+// moat_build_info metric carries.
+type buildInfo struct {
+	Version   string `json:"version"`
+	Commit    string `json:"commit"`
+	GoVersion string `json:"goversion"`
+	OS        string `json:"os"`
+	Arch      string `json:"arch"`
+}
+
+func currentBuild() buildInfo {
+	return buildInfo{Version: Version, Commit: commit(), GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+}
+
 func newVersionCommand() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	c := &cobra.Command{
 		Use:   "version",
 		Short: "Print moat's version, commit and Go version",
 		Args:  cobra.NoArgs,
-		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "moat %s (commit %s, %s, %s/%s)\n", Version, commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			b := currentBuild()
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				return enc.Encode(b)
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "moat %s (commit %s, %s, %s/%s)\n", b.Version, b.Commit, b.GoVersion, b.OS, b.Arch)
+			return err
 		},
 	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: version, commit, goversion, os, arch")
+	return c
 }

@@ -15,8 +15,10 @@ import (
 // naming the --unsafe-* flag and exit code 2, before listening; with the
 // flag (or a loopback or unix: address) the same command is valid.
 func TestPlaintextSideLocalOnlyByDefault(t *testing.T) {
-	server := []string{"server", "--dry-run", "--listen", "127.0.0.1:0", "--self-signed", "--disable-authentication"}
-	client := []string{"client", "--dry-run", "--target", "127.0.0.1:443"}
+	// (console: the refusal is the plain line below; in JSON it is
+	// TestStartupErrorIsOneJSONLine's.)
+	server := []string{"server", "--log-format", "console", "--dry-run", "--listen", "127.0.0.1:0", "--self-signed", "--disable-authentication"}
+	client := []string{"client", "--log-format", "console", "--dry-run", "--target", "127.0.0.1:443"}
 	sock := "unix:" + filepath.Join(t.TempDir(), "app.sock")
 	cases := []struct {
 		name string
