@@ -59,19 +59,21 @@ type want struct {
 	lastInit bool
 }
 
+// (The standalone example's app sleeps 5 s in preStop, which adds to the
+// computed grace period: 30 s of shutdown + 10 s for the app + 5 s.)
 func wants() map[string]want {
 	return map[string]want{
 		"defaults": {
-			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args:    []string{"--listen=:8443", "--target=127.0.0.1:8080", "--cert-dir=/etc/moat/tls", "--disable-authentication", "--status=:9090", "--shutdown-timeout=30s", "--shutdown-delay=0s"},
 			notArgs: []string{"--self-signed", "--enable-pprof", "--allow-", "--max-", "--proxy-protocol", "--alpn", "--cacert", "--unsafe-target"},
 		},
 		"remote-target": {
-			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--target=10.0.0.5:8080", "--unsafe-target"},
 		},
 		"mtls": {
-			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--cert-dir=/etc/moat/tls", "--cacert=/etc/moat/client-ca/bundle.pem", "--allow-cn=checkout", "--allow-ou=payments",
 				"--allow-dns=checkout.shop.svc.cluster.local", "--allow-uri=spiffe://cluster.local/ns/shop/sa/checkout", "--allow-uri=spiffe://cluster.local/ns/payments/sa/*"},
 			notArgs: []string{"--disable-authentication"},
@@ -81,7 +83,7 @@ func wants() map[string]want {
 			args: []string{"--shutdown-delay=5s", "--shutdown-timeout=20s"},
 		},
 		"cert-manager": {
-			native: true, secretName: "edge-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, secretName: "edge-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--cert-dir=/etc/moat/tls"},
 		},
 		"self-signed": {
@@ -90,12 +92,12 @@ func wants() map[string]want {
 			notArgs: []string{"--cert-dir=/etc/moat/tls"},
 		},
 		"self-signed-mtls": {
-			native: true, listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, listenPort: 8443, statusPort: 9090, grace: 45,
 			args:    []string{"--self-signed", "--cacert=/etc/moat/client-ca/ca.crt", "--allow-uri=spiffe://cluster.local/ns/shop/sa/checkout"},
 			notArgs: []string{"--cert-dir", "--disable-authentication"},
 		},
 		"all-flags": {
-			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 73,
+			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 78,
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
 				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
 				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},

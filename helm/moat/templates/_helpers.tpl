@@ -41,11 +41,25 @@ app.kubernetes.io/version: {{ .values.image.tag | quote }}
 app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end -}}
 
+{{/*
+moat.image: repository:tag, or repository@digest. image.registry replaces
+the registry part of the repository (a mirror): with registry
+"mirror.example:5000", ghcr.io/moat-proxy/moat becomes
+mirror.example:5000/moat-proxy/moat.
+*/}}
 {{- define "moat.image" -}}
+{{- $repo := .values.image.repository -}}
+{{- if .values.image.registry -}}
+{{- $parts := splitList "/" $repo -}}
+{{- if and (gt (len $parts) 1) (regexMatch "[.:]|^localhost$" (first $parts)) -}}
+{{- $repo = join "/" (rest $parts) -}}
+{{- end -}}
+{{- $repo = printf "%s/%s" (trimSuffix "/" .values.image.registry) $repo -}}
+{{- end -}}
 {{- if .values.image.digest -}}
-{{- printf "%s@%s" .values.image.repository .values.image.digest -}}
+{{- printf "%s@%s" $repo .values.image.digest -}}
 {{- else -}}
-{{- printf "%s:%s" .values.image.repository .values.image.tag -}}
+{{- printf "%s:%s" $repo .values.image.tag -}}
 {{- end -}}
 {{- end -}}
 

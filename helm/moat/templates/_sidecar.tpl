@@ -10,9 +10,16 @@ result is that pod spec, as YAML, with:
   - the moat container: an init container with restartPolicy: Always (native
     sidecar, values.nativeSidecar) appended to initContainers, or a plain
     container appended to containers;
-  - its volume for the TLS Secret (and the client CA Secret) appended to volumes;
-  - terminationGracePeriodSeconds consistent with --shutdown-delay and
-    --shutdown-timeout.
+  - its volume for the TLS Secret (and the client CA Secret, the socket
+    directory of a unix: target, extraVolumes) appended to volumes;
+  - the socket volume mounted into the containers named in
+    socketVolume.containers, and a preStop sleep (appPreStop) on the
+    containers named in appPreStop.containers;
+  - imagePullSecrets appended;
+  - terminationGracePeriodSeconds consistent with --shutdown-delay,
+    --shutdown-timeout and the app's preStop sleep.
+It fails the render when listen.port, status.port and the ports your
+containers declare collide.
 "values" defaults to .Values.moat of root, then to root's .Values.
 =============================================================================
 */}}
@@ -33,6 +40,8 @@ result is that pod spec, as YAML, with:
 {{- fail (printf "moat: the pod spec already has a container named %q" $c.name) -}}
 {{- end -}}
 {{- end -}}
+{{- include "moat.checkPorts" (dict "values" $v "spec" $spec) -}}
+{{- $spec = include "moat.appContainers" (dict "root" .root "values" $v "spec" $spec) | fromYaml -}}
 {{- if $v.nativeSidecar -}}
 {{- $_ := set $container "restartPolicy" "Always" -}}
 {{- $_ := set $spec "initContainers" (append ($spec.initContainers | default list) $container) -}}
@@ -40,12 +49,18 @@ result is that pod spec, as YAML, with:
 {{- $_ := set $spec "containers" (append ($spec.containers | default list) $container) -}}
 {{- end -}}
 
-{{- $volumes := include "moat.volumes" $ctx | fromYamlArray -}}
-{{- range $vol := $volumes -}}
+{{- $volumes := list -}}
+{{- range $vol := include "moat.volumes" $ctx | fromYamlArray -}}
+{{- $dup := false -}}
 {{- range $have := ($spec.volumes | default list) -}}
 {{- if eq $have.name $vol.name -}}
-{{- fail (printf "moat: the pod spec already has a volume named %q" $vol.name) -}}
+{{- $dup = true -}}
 {{- end -}}
+{{- end -}}
+{{- if and $dup (ne $vol.name $v.socketVolume.name) -}}
+{{- fail (printf "moat: the pod spec already has a volume named %q" $vol.name) -}}
+{{- else if not $dup -}}{{/* the pod's own socket volume is used as it is */}}
+{{- $volumes = append $volumes $vol -}}
 {{- end -}}
 {{- end -}}
 {{- if $volumes -}}
@@ -62,12 +77,22 @@ result is that pod spec, as YAML, with:
 {{- $grace = int $spec.terminationGracePeriodSeconds -}}
 {{- $from = "the pod spec's terminationGracePeriodSeconds" -}}
 {{- else -}}
-{{- $grace = add $need (int $v.appShutdownSeconds) -}}
+{{- $grace = add $need (int $v.appShutdownSeconds) (include "moat.preStopSeconds" (dict "spec" $spec) | int) -}}
 {{- end -}}
 {{- if lt $grace (add $need 1 | int) -}}
 {{- fail (printf "moat: %s is %d, but moat needs more than shutdown.delaySeconds + shutdown.timeoutSeconds = %d seconds to stop" $from $grace $need) -}}
 {{- end -}}
 {{- $_ := set $spec "terminationGracePeriodSeconds" $grace -}}
+{{- $pullSecrets := $spec.imagePullSecrets | default list -}}
+{{- range $s := $v.imagePullSecrets -}}
+{{- $name := kindIs "string" $s | ternary $s (get (kindIs "map" $s | ternary $s dict) "name") -}}
+{{- $have := false -}}
+{{- range $pullSecrets -}}{{- if eq .name $name -}}{{- $have = true -}}{{- end -}}{{- end -}}
+{{- if not $have -}}{{- $pullSecrets = append $pullSecrets (dict "name" $name) -}}{{- end -}}
+{{- end -}}
+{{- if $pullSecrets -}}
+{{- $_ := set $spec "imagePullSecrets" $pullSecrets -}}
+{{- end -}}
 {{- toYaml $spec -}}
 {{- end -}}
 
@@ -158,6 +183,8 @@ real binary knows every flag rendered here.
 name: moat
 image: {{ include "moat.image" . | quote }}
 imagePullPolicy: {{ $v.image.pullPolicy }}
+# A fatal start-up error is moat's last log line: show it in the pod status.
+terminationMessagePolicy: FallbackToLogsOnError
 args:
 {{- include "moat.args" . | nindent 2 }}
 ports:
@@ -199,7 +226,8 @@ resources:
   {{- toYaml $v.resources | nindent 2 }}
 securityContext:
   {{- toYaml $v.securityContext | nindent 2 }}
-{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) }}
+{{- $socketDir := include "moat.socketDir" . -}}
+{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) $socketDir $v.extraVolumeMounts }}
 volumeMounts:
 {{- if not $v.tls.selfSigned }}
   # The whole Secret, not subPath: rotated files reach moat without a restart.
@@ -211,6 +239,14 @@ volumeMounts:
   - name: moat-client-ca
     mountPath: {{ $v.mtls.clientCA.mountPath }}
     readOnly: true
+{{- end }}
+{{- if $socketDir }}
+  # The directory of the unix: target's socket, shared with the app.
+  - name: {{ $v.socketVolume.name }}
+    mountPath: {{ $socketDir }}
+{{- end }}
+{{- with $v.extraVolumeMounts }}
+{{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 {{- end -}}
@@ -232,5 +268,18 @@ volumeMounts:
     items:
       - key: {{ $v.mtls.clientCA.key }}
         path: {{ $v.mtls.clientCA.key }}
+{{- end }}
+{{- if include "moat.socketDir" . }}
+- name: {{ $v.socketVolume.name }}
+  {{- if $v.socketVolume.source }}
+  {{- toYaml $v.socketVolume.source | nindent 2 }}
+  {{- else }}
+  emptyDir:
+    medium: Memory
+    sizeLimit: 1Mi
+  {{- end }}
+{{- end }}
+{{- with $v.extraVolumes }}
+{{- toYaml . | nindent 0 }}
 {{- end }}
 {{- end -}}
