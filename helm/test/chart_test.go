@@ -26,8 +26,10 @@ func valueSets() []valueSet {
 		{name: "self-signed", release: "rel", args: []string{"-f", f("self-signed.yaml")}},
 		{name: "self-signed-mtls", release: "rel", args: []string{"-f", f("self-signed-mtls.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
+		{name: "policies", release: "rel", namespace: "shop", args: []string{"-f", f("policies.yaml")}},
 		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
+		{name: "library-unix-socket", chart: parentChart, release: "shop", namespace: "shop", args: []string{"-f", f("library-unix-socket.yaml")}},
 		{name: "library-plain", chart: parentChart, release: "shop", kubeVersion: "1.28.0",
 			args: []string{"--set", "moat.nativeSidecar=false", "--set", "moat.mtls.enabled=false"}},
 	}
@@ -57,6 +59,7 @@ type want struct {
 	// lastInit: with a native sidecar, moat is the last init container (the
 	// app's own init containers run before it).
 	lastInit bool
+	registry string // image.registry; "" for the default ghcr.io
 }
 
 // (The standalone example's app sleeps 5 s in preStop, which adds to the
@@ -106,6 +109,14 @@ func wants() map[string]want {
 			native: true, secretName: "shop-tls", listenPort: 8443, statusPort: 9090, grace: 60, lastInit: true,
 			args:    []string{"--target=127.0.0.1:5000", "--allow-dns=checkout.shop.svc.cluster.local"},
 			notArgs: []string{"--disable-authentication"},
+		},
+		"policies": {
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45, registry: "mirror.example:5000",
+			args: []string{"--target=127.0.0.1:8080"},
+		},
+		"library-unix-socket": {
+			native: true, secretName: "shop-tls", listenPort: 8443, statusPort: 9090, grace: 60, lastInit: true,
+			args: []string{"--target=unix:/run/app/app.sock"},
 		},
 		"library-plain": {
 			native: false, secretName: "shop-tls", listenPort: 8443, statusPort: 9090, grace: 60,
@@ -206,8 +217,12 @@ func checkMoatPod(t *testing.T, spec corev1.PodSpec, w want) {
 		t.Errorf("plain container with restartPolicy %v (only allowed on init containers)", *c.RestartPolicy)
 	}
 
-	// Image: the chart's appVersion.
-	if wantImage := "ghcr.io/moat-proxy/moat:" + chartAppVersion(t); c.Image != wantImage {
+	// Image: the chart's appVersion, from image.registry when set.
+	registry := "ghcr.io"
+	if w.registry != "" {
+		registry = w.registry
+	}
+	if wantImage := registry + "/moat-proxy/moat:" + chartAppVersion(t); c.Image != wantImage {
 		t.Errorf("image %q, want %q", c.Image, wantImage)
 	}
 

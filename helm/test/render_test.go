@@ -17,6 +17,7 @@ import (
 	monv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
@@ -169,6 +170,12 @@ func newTyped(apiVersion, kind string) (any, error) {
 		return &cmv1.Certificate{}, nil
 	case "monitoring.coreos.com/v1/ServiceMonitor":
 		return &monv1.ServiceMonitor{}, nil
+	case "monitoring.coreos.com/v1/PodMonitor":
+		return &monv1.PodMonitor{}, nil
+	case "monitoring.coreos.com/v1/PrometheusRule":
+		return &monv1.PrometheusRule{}, nil
+	case "networking.k8s.io/v1/NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, nil
 	}
 	return nil, fmt.Errorf("no Go type registered for apiVersion %q kind %q", apiVersion, kind)
 }

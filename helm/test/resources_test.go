@@ -193,6 +193,16 @@ func TestRefusedValues(t *testing.T) {
 		{"host name target", valueSet{args: []string{"--set", "target=db.internal:5432"}}, "set unsafeTarget=true"},
 		{"target outside the pod in a parent chart", valueSet{chart: parentChart, args: []string{"--set", "moat.target=0.0.0.0:5000"}}, "set unsafeTarget=true"},
 		{"unsafeTarget not a boolean", valueSet{args: []string{"--set", "unsafeTarget=yes"}}, "/unsafeTarget"},
+		{"listen and status on one port", valueSet{args: []string{"--set", "status.port=8443"}}, "listen.port and status.port are both 8443"},
+		{"listen on the app's port", valueSet{args: []string{"--set", "listen.port=8080"}}, `listen.port 8080 is also a port of container "app"`},
+		{"status on the app's port", valueSet{args: []string{"--set", "example.port=9090", "--set", "target=127.0.0.1:9090"}}, `status.port 9090 is also a port of container "app"`},
+		{"status on the parent app's port", valueSet{chart: parentChart, args: []string{"--set", "moat.status.port=5000"}}, `status.port 5000 is also a port of container "app"`},
+		{"empty image tag", valueSet{args: []string{"--set", "image.tag="}}, "/image/tag"},
+		{"socket containers without a unix target", valueSet{chart: parentChart, args: []string{"--set", "moat.socketVolume.containers[0]=app"}}, "target is not a unix:/path socket"},
+		{"preStop for a container that is not there", valueSet{chart: parentChart, args: []string{"--set", "moat.appPreStop.containers[0]=web"}}, `names "web", which is not a container`},
+		{"preStop sleep on 1.29", valueSet{chart: parentChart, kubeVersion: "1.29.4", args: []string{"--set", "moat.appPreStop.containers[0]=app"}}, "needs Kubernetes 1.30"},
+		{"pod monitor for nobody", valueSet{args: []string{"--set", "example.enabled=false", "--set", "metrics.podMonitor.enabled=true"}}, "metrics.podMonitor.podSelector is needed"},
+		{"kubernetes older than the chart", valueSet{kubeVersion: "1.24.0", args: []string{"--set", "nativeSidecar=false"}}, "kubeVersion"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.v.name, tc.v.release = tc.name, "rel"
