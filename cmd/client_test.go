@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"crypto/tls"
-	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,30 +19,36 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := []string{"client", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:6380"}
+	// A file that cannot be read is a runtime failure (exit 1) that still
+	// names its flag; the rest are usage errors (exit 2).
 	for _, tc := range []struct {
-		args []string
-		flag string
+		args    []string
+		flag    string
+		runtime bool
 	}{
-		{[]string{"--renegotiation", "sometimes"}, "--renegotiation"},
-		{[]string{"--renegotiation", "Once"}, "--renegotiation"},
-		{[]string{"--cert", files.ClientCert}, "--cert"},
-		{[]string{"--key", files.ClientKey}, "--key"},
-		{[]string{"--cert", files.ClientCert, "--key", filepath.Join(dir, "missing.key")}, "--key: key "},
-		{[]string{"--cacert", filepath.Join(dir, "missing.pem")}, "--cacert"},
-		{[]string{"--session-cache-size", "-1"}, "--session-cache-size"},
-		{[]string{"--listen-mode", "0660"}, "--listen-mode"}, // TCP --listen
-		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--listen-mode", "rw"}, "--listen-mode"},
-		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--listen-mode", "01777"}, "--listen-mode"},
-		{[]string{"--target", "unix:" + filepath.Join(dir, "remote.sock")}, "--server-name"},
-		{[]string{"--server-name", "a\x00b.example"}, "--server-name"},
-		{[]string{"--server-name", strings.Repeat("a", 300)}, "--server-name"},
-		{[]string{"--server-name", "bad name"}, "--server-name"},
-		{[]string{"--server-name", "db..example"}, "--server-name"},
+		{[]string{"--renegotiation", "sometimes"}, "--renegotiation", false},
+		{[]string{"--renegotiation", "Once"}, "--renegotiation", false},
+		{[]string{"--cert", files.ClientCert}, "--cert", false},
+		{[]string{"--key", files.ClientKey}, "--key", false},
+		{[]string{"--cert", files.ClientCert, "--key", filepath.Join(dir, "missing.key")}, "--key: key ", true},
+		{[]string{"--cacert", filepath.Join(dir, "missing.pem")}, "--cacert", true},
+		{[]string{"--session-cache-size", "-1"}, "--session-cache-size", false},
+		{[]string{"--listen-mode", "0660"}, "--listen-mode", false}, // TCP --listen
+		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--listen-mode", "rw"}, "--listen-mode", false},
+		{[]string{"--listen", "unix:" + filepath.Join(dir, "s"), "--listen-mode", "01777"}, "--listen-mode", false},
+		{[]string{"--target", "unix:" + filepath.Join(dir, "remote.sock")}, "--server-name", false},
+		{[]string{"--server-name", "a\x00b.example"}, "--server-name", false},
+		{[]string{"--server-name", strings.Repeat("a", 300)}, "--server-name", false},
+		{[]string{"--server-name", "bad name"}, "--server-name", false},
+		{[]string{"--server-name", "db..example"}, "--server-name", false},
 	} {
 		_, err := run(t, append(append([]string{}, base...), tc.args...)...)
-		var ue usageError
-		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.flag) {
-			t.Errorf("%v: error %v, want a usage error naming %s", tc.args, err, tc.flag)
+		want := exitUsage
+		if tc.runtime {
+			want = exitRuntime
+		}
+		if err == nil || judge(err, true).code != want || !strings.Contains(err.Error(), tc.flag) {
+			t.Errorf("%v: error %v, want exit code %d naming %s", tc.args, err, want, tc.flag)
 		}
 	}
 }
