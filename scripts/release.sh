@@ -133,25 +133,27 @@ done
 rm -rf "$out/stage"
 
 # --- Packages -------------------------------------------------------------------
-# The systemd units come with the packages when the tree has them.
-cp packaging/nfpm.yaml "$out/nfpm.yaml"
-units=0
+# nfpm does not expand variables in file paths: fill in packaging/nfpm.yaml's
+# ${MOAT_*} here. The systemd units come with the packages when the tree
+# has them.
+units=()
 for unit in packaging/systemd/moat.service packaging/systemd/moat.socket; do
-	if [ -f "$unit" ]; then
-		printf '  - src: %s\n    dst: /usr/lib/systemd/system/%s\n    type: config\n    file_info:\n      mode: 0644\n' \
-			"$unit" "$(basename "$unit")" >>"$out/nfpm.yaml"
-		units=$((units + 1))
-	fi
+	[ -f "$unit" ] && units+=("$unit")
 done
-[ "$units" = 2 ] || log "WARNING: packaging/systemd/moat.service or moat.socket missing: the packages carry no systemd units"
+[ ${#units[@]} = 2 ] || log "WARNING: packaging/systemd/moat.service or moat.socket missing: the packages carry no systemd units"
 for arch in "${arches[@]}"; do
+	conf="$out/nfpm-$arch.yaml"
+	sed -e "s|\${MOAT_DIST}|$out|g; s|\${MOAT_ARCH}|$arch|g; s|\${MOAT_VERSION}|$v|g" packaging/nfpm.yaml >"$conf"
+	for unit in "${units[@]}"; do
+		printf '  - src: %s\n    dst: /usr/lib/systemd/system/%s\n    type: config\n    file_info:\n      mode: 0644\n' \
+			"$unit" "$(basename "$unit")" >>"$conf"
+	done
 	for packager in deb rpm; do
-		MOAT_VERSION=$v MOAT_ARCH=$arch MOAT_DIST=$out "$nfpm" package -f "$out/nfpm.yaml" -p "$packager" \
-			-t "$out/moat_${v}_$arch.$packager" >/dev/null
+		"$nfpm" package -f "$conf" -p "$packager" -t "$out/moat_${v}_$arch.$packager" >/dev/null
 		log "package $(basename "$out/moat_${v}_$arch.$packager")"
 	done
+	rm "$conf"
 done
-rm "$out/nfpm.yaml"
 
 # --- Images ---------------------------------------------------------------------
 if [ "$images" = 1 ]; then
