@@ -169,7 +169,7 @@ if [ "$images" = 1 ]; then
 			--platform "linux/$arch" --build-arg BASE="$base" \
 			--build-arg VERSION="$version" --build-arg COMMIT="$commit" \
 			--timestamp "$SOURCE_DATE_EPOCH" \
-			-f packaging/Containerfile -t "$image-$arch" . >/dev/null
+			-f packaging/Containerfile -t "$image-$arch" "$out" >/dev/null
 		got=$(buildah inspect --type image --format '{{.OCIv1.OS}}/{{.OCIv1.Architecture}}' "$image-$arch")
 		[ "$got" = "linux/$arch" ] || die "image $image-$arch is $got, want linux/$arch"
 		buildah manifest add "$image" "$image-$arch" >/dev/null
