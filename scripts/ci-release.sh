@@ -62,7 +62,7 @@ tool() { # name module/cmd version -> path
 work=$(mktemp -d /tmp/moat-ci-release.XXXXXX)
 installed=0
 cleanup() {
-	[ "$installed" = 0 ] || dpkg -r moat >/dev/null 2>&1 || true
+	[ "$installed" = 0 ] || dpkg -P moat >/dev/null 2>&1 || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -167,7 +167,7 @@ out=$(buildah run --isolation chroot "$c" -- /moat version)
 buildah rm "$c" >/dev/null
 grep -q "^moat $version " <<<"$out" || die "moat version in the image printed '$out'"
 [ "$(buildah inspect --type image --format '{{.OCIv1.Config.User}}' "$image-arm64")" = 65532:65532 ] || die "arm64 image does not run as 65532"
-c=$(buildah from --pull=never "$image-arm64")
+c=$(buildah from --pull=never --arch arm64 "$image-arm64")
 mnt=$(buildah mount "$c")
 go version -m "$mnt/moat" | grep -q "build	GOARCH=arm64\$" || die "the arm64 image's /moat is not an arm64 binary"
 buildah umount "$c" >/dev/null
@@ -176,7 +176,7 @@ for ref in "$image" "$image-amd64" "$image-arm64"; do buildah rmi "$ref" >/dev/n
 log "image index: amd64 and arm64; moat version runs in the amd64 image"
 
 # --- 3. Install the .deb --------------------------------------------------------------
-if dpkg -s moat >/dev/null 2>&1; then
+if [ "$(dpkg-query -W -f '${db:Status-Status}' moat 2>/dev/null)" = installed ]; then
 	die "a moat package is already installed on this machine; remove it first (dpkg -r moat)"
 fi
 dpkg -i "$dist/moat_${v}_amd64.deb" >/dev/null
@@ -186,8 +186,10 @@ grep -q "^moat $version " <<<"$out" || die "installed moat version printed '$out
 page=$(MANPAGER=cat MANWIDTH=80 man moat 2>&1) || die "man moat: $page"
 grep -q "moat - moat is a sidecar TLS termination proxy" <<<"$page" || die "man moat shows: $(head -5 <<<"$page")"
 MANPAGER=cat man moat-server | grep -q -- "--listen" || die "man moat-server does not document --listen"
-dpkg -r moat >/dev/null
+dpkg -P moat >/dev/null
 installed=0
-[ ! -e /usr/bin/moat ] || die "dpkg -r left /usr/bin/moat behind"
-log "dpkg -i: moat version and man moat work from the package; dpkg -r removes it"
+for f in /usr/bin/moat /usr/share/man/man1/moat.1.gz "${units[@]}"; do
+	[ ! -e "$f" ] || die "dpkg -P left $f behind"
+done
+log "dpkg -i: moat version and man moat work from the package; dpkg -P removes every file"
 log "PASS in $((SECONDS - start))s"

@@ -145,7 +145,9 @@ for arch in "${arches[@]}"; do
 	conf="$out/nfpm-$arch.yaml"
 	sed -e "s|\${MOAT_DIST}|$out|g; s|\${MOAT_ARCH}|$arch|g; s|\${MOAT_VERSION}|$v|g" packaging/nfpm.yaml >"$conf"
 	for unit in "${units[@]}"; do
-		printf '  - src: %s\n    dst: /usr/lib/systemd/system/%s\n    type: config\n    file_info:\n      mode: 0644\n' \
+		# (Not conffiles: units under /usr/lib are the package's; admins
+		# override them in /etc/systemd/system or with drop-ins.)
+		printf '  - src: %s\n    dst: /usr/lib/systemd/system/%s\n    file_info:\n      mode: 0644\n' \
 			"$unit" "$(basename "$unit")" >>"$conf"
 	done
 	for packager in deb rpm; do
