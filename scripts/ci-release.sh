@@ -110,6 +110,9 @@ for arch in amd64 arm64; do
 done
 
 dist="$work/dist"
+# The helm scripts/ci-helm.sh installed (it runs first in .ci/run) packages the chart.
+helm_default="$HOME/go/bin/helm-${HELM_VERSION:-v3.22.0}/helm"
+[ -z "${HELM:-}" ] && [ -x "$helm_default" ] && export HELM="$helm_default"
 RELEASE_IMAGE_BASE='localhost/moat-release-base:{arch}' RELEASE_PULL=never \
 	bash scripts/release.sh --snapshot --out "$dist"
 version=$(cd "$dist" && ls moat_*_linux_amd64 | sed 's/^moat_\(.*\)_linux_amd64$/v\1/')
@@ -141,6 +144,10 @@ for arch in amd64 arm64; do
 done
 out=$("$dist/moat_${v}_linux_amd64" version)
 grep -q "^moat $version (commit $commit," <<<"$out" || die "moat version printed '$out'"
+if [ -n "${HELM:-}" ]; then
+	grep -q "  moat-$v.tgz\$" "$dist/SHA256SUMS" || die "the chart moat-$v.tgz is not in SHA256SUMS"
+	tar -xzOf "$dist/moat-$v.tgz" moat/Chart.yaml | grep -q "^version: $v\$" || die "the packaged chart's version is not $v"
+fi
 log "binaries: static, -trimpath, $version, commit stamped; SBOMs list the modules"
 
 want_files=(/usr/bin/moat /usr/share/man/man1/moat.1.gz /usr/share/man/man1/moat-server.1.gz
