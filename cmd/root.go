@@ -38,6 +38,7 @@ func newRootCommand() *cobra.Command {
 		newCertsCommand(),
 		newVersionCommand(),
 	)
+	refuseRepeatedFlags(root)
 	return root
 }
 
