@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -19,7 +20,7 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"client", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:6380"}
+	defaults := map[string]string{"--listen": "127.0.0.1:0", "--target": "127.0.0.1:6380"}
 	for _, tc := range []struct {
 		args []string
 		flag string
@@ -40,7 +41,13 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--server-name", "bad name"}, "--server-name"},
 		{[]string{"--server-name", "db..example"}, "--server-name"},
 	} {
-		_, err := run(t, append(append([]string{}, base...), tc.args...)...)
+		args := append([]string{"client"}, tc.args...)
+		for flag, v := range defaults {
+			if !slices.Contains(tc.args, flag) {
+				args = append(args, flag, v)
+			}
+		}
+		_, err := run(t, args...)
 		var ue usageError
 		if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.flag) {
 			t.Errorf("%v: error %v, want a usage error naming %s", tc.args, err, tc.flag)
