@@ -188,6 +188,9 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if err != nil {
 		return flagError("listen", "%v", err)
 	}
+	if err := o.plaintext.checkBound(cfg.Listen, srv.Addr()); err != nil {
+		return err
+	}
 	svc := runner.Service{Server: srv, Target: cfg.Target}
 	if src != nil {
 		svc.Certificates = src
@@ -200,6 +203,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		ShutdownDelay:   o.shutdownDelay,
 		ShutdownTimeout: o.shutdownTimeout,
 		LimitMemory:     true,
+		Notify:          true,
 		Log:             log,
 	})
 	var cut *runner.CutError
