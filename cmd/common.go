@@ -237,6 +237,15 @@ func reloadLogger(log zerolog.Logger, src *certs.Source) func(error) {
 		if c := src.Certificate(); c != nil && c.Leaf != nil {
 			ev = ev.Str("serial", c.Leaf.SerialNumber.Text(16)).Str("subject", c.Leaf.Subject.String())
 		}
+		if pairs := src.Certificates(); len(pairs) > 1 {
+			serials := make([]string, 0, len(pairs))
+			for _, c := range pairs {
+				if c.Leaf != nil {
+					serials = append(serials, c.Leaf.SerialNumber.Text(16))
+				}
+			}
+			ev = ev.Strs("serials", serials) // every pair's, in the order given
+		}
 		ev.Msg("certificate reloaded")
 	}
 }

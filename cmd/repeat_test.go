@@ -49,7 +49,7 @@ func TestEverySingleValuedFlagRefusesRepeat(t *testing.T) {
 
 // TestListFlagsStillRepeat: the allow lists and --alpn accumulate.
 func TestListFlagsStillRepeat(t *testing.T) {
-	for _, name := range []string{"allow-cn", "allow-ou", "allow-dns", "allow-uri", "alpn"} {
+	for _, name := range []string{"allow-cn", "allow-ou", "allow-dns", "allow-uri", "alpn", "cert", "key", "cert-dir"} {
 		f := serverFlag(t, name)
 		if !repeatable(f.Value) {
 			t.Errorf("--%s should repeat", name)
