@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -165,4 +166,37 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 	writeTestFile(t, to, b)
+}
+
+// TestInspectReportsNamesAndOverlaps: each chain's SNI names, and every
+// name two files both cover, with the file served for it in this order
+// (an exact SAN beats a wildcard; otherwise the earlier file).
+func TestInspectReportsNamesAndOverlaps(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "pick CA")
+	wild, _, _ := namedPair(t, ca, dir, "wild", "*.example.com", "10.0.0.1")
+	exact, _, _ := namedPair(t, ca, dir, "exact", "API.example.com")
+	apart, _, _ := namedPair(t, ca, dir, "apart", "other.test", "deep.api.example.com")
+	again, _, _ := namedPair(t, ca, dir, "again", "*.example.com", "10.0.0.1")
+	reports, err := Inspect(wild, exact, apart, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(reports[0].Names, ","); got != "*.example.com,10.0.0.1" {
+		t.Errorf("names of wild: %s", got)
+	}
+	if got := strings.Join(reports[1].Names, ","); got != "api.example.com" {
+		t.Errorf("names of exact: %s", got)
+	}
+	want := map[string][]Overlap{
+		wild:  {{"api.example.com", exact, exact}, {"*.example.com", again, wild}, {"10.0.0.1", again, wild}},
+		exact: {{"api.example.com", wild, exact}, {"api.example.com", again, exact}},
+		apart: nil,
+		again: {{"*.example.com", wild, wild}, {"10.0.0.1", wild, wild}, {"api.example.com", exact, exact}},
+	}
+	for _, r := range reports {
+		if !slices.Equal(r.Overlaps, want[r.File]) {
+			t.Errorf("%s: overlaps %+v, want %+v", filepath.Base(r.File), r.Overlaps, want[r.File])
+		}
+	}
 }
