@@ -34,4 +34,16 @@ systemd-analyze security --offline=yes --threshold=20 "$work/moat.service" >"$wo
 }
 tail -1 "$work/security.txt"
 
+# The ExecStart= line must be a command this moat accepts: run it with
+# --dry-run, development certificates standing in for the credentials.
+"$work/moat" certs generate --dir "$work/creds" --hosts localhost >/dev/null
+cp "$work/creds/server.crt" "$work/creds/tls.crt"
+cp "$work/creds/server.key" "$work/creds/tls.key"
+exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' packaging/systemd/moat.service | sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ')
+exec_start=${exec_start//'${CREDENTIALS_DIRECTORY}'/$work/creds}
+exec_start=${exec_start//\/usr\/bin\/moat/$work/moat}
+# shellcheck disable=SC2086 # the unit's words, split as systemd splits them
+$exec_start --dry-run 2>&1 | tee "$work/dry-run.txt" | tail -1
+grep -q "configuration is valid" "$work/dry-run.txt"
+
 echo "ci-systemd: unit files verified"
