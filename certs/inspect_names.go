@@ -8,7 +8,7 @@ import (
 
 // Overlap is a server name two of the inspected chains both cover: given
 // as --cert pairs in the order inspected, only Served is ever served for
-// it (see pickCertificate), which is usually a mistake.
+// it (see sniIndex.pick), which is usually a mistake.
 type Overlap struct {
 	Name   string `json:"name"`   // a DNS name, IP or wildcard both leaves cover
 	Other  string `json:"other"`  // the other file

@@ -25,33 +25,99 @@ import (
 // so an RSA and an ECDSA pair for the same names serve both kinds of
 // client.
 
-// pickCertificate chooses among pairs (pairs[0] is the default) for hello.
-func pickCertificate(hello *tls.ClientHelloInfo, pairs []*tls.Certificate) *tls.Certificate {
-	if len(pairs) == 1 || hello.ServerName == "" {
-		return pairs[0]
+// sniIndex finds the pairs covering a name without walking every SAN of
+// every pair at each handshake. It is built from one generation of each
+// pair's material and rebuilt when any of them reloads.
+type sniIndex struct {
+	gen   []*material        // each pair's material it was built from, the default first
+	certs []*tls.Certificate // the same pairs' certificates
+	exact map[string][]int   // normalName of a DNS SAN, or an IP SAN: pairs in order
+	wild  map[string][]int   // "example.com" for a SAN "*.example.com": pairs in order
+}
+
+// index returns the sniIndex of the material now in service.
+func (s *Source) index() *sniIndex {
+	if idx := s.sni.Load(); idx != nil && idx.current(s) {
+		return idx
 	}
-	name := normalName(hello.ServerName)
-	var exact, wild []*tls.Certificate
-	for _, c := range pairs {
-		switch coverage(c.Leaf, name) {
-		case coversExactly:
-			exact = append(exact, c)
-		case coversByWildcard:
-			wild = append(wild, c)
+	idx := newSNIIndex(s)
+	s.sni.Store(idx)
+	return idx
+}
+
+// current reports whether idx was built from the material s serves now.
+func (idx *sniIndex) current(s *Source) bool {
+	if idx.gen[0] != s.current.Load() {
+		return false
+	}
+	for i, p := range s.more {
+		if idx.gen[i+1] != p.current.Load() {
+			return false
 		}
 	}
-	for _, found := range [][]*tls.Certificate{exact, wild} {
-		if len(found) == 0 {
-			continue
-		}
-		for _, c := range found {
-			if hello.SupportsCertificate(c) == nil {
-				return c
+	return true
+}
+
+func newSNIIndex(s *Source) *sniIndex {
+	idx := &sniIndex{exact: map[string][]int{}, wild: map[string][]int{}}
+	for _, src := range append([]*Source{s}, s.more...) {
+		m := src.current.Load()
+		idx.gen = append(idx.gen, m)
+		idx.certs = append(idx.certs, m.cert)
+		i := len(idx.certs) - 1
+		for _, name := range serverNames(m.cert.Leaf) {
+			if suffix, ok := strings.CutPrefix(name, "*."); ok {
+				idx.wild[suffix] = appendOnce(idx.wild[suffix], i)
+			} else {
+				idx.exact[name] = appendOnce(idx.exact[name], i)
 			}
 		}
-		return found[0] // none suits the client: the handshake says why
 	}
-	return pairs[0]
+	return idx
+}
+
+// mayBeIP is a cheap test that spares a host name the parse: an IPv6
+// literal has a colon, an IPv4 one ends in a digit, and no top-level
+// domain does.
+func mayBeIP(name string) bool {
+	last := name[len(name)-1]
+	return strings.IndexByte(name, ':') >= 0 || '0' <= last && last <= '9'
+}
+
+func appendOnce(list []int, i int) []int {
+	if n := len(list); n > 0 && list[n-1] == i {
+		return list
+	}
+	return append(list, i)
+}
+
+// pick chooses the certificate for hello (see the rules above).
+func (idx *sniIndex) pick(hello *tls.ClientHelloInfo) *tls.Certificate {
+	if hello.ServerName == "" {
+		return idx.certs[0]
+	}
+	name := normalName(hello.ServerName)
+	if mayBeIP(name) {
+		if ip, err := netip.ParseAddr(name); err == nil {
+			name = ip.Unmap().String()
+		}
+	}
+	found := idx.exact[name]
+	if dot := strings.IndexByte(name, '.'); len(found) == 0 && dot > 0 {
+		found = idx.wild[name[dot+1:]]
+	}
+	switch len(found) {
+	case 0:
+		return idx.certs[0]
+	case 1:
+		return idx.certs[found[0]]
+	}
+	for _, i := range found {
+		if hello.SupportsCertificate(idx.certs[i]) == nil {
+			return idx.certs[i]
+		}
+	}
+	return idx.certs[found[0]] // none suits the client: the handshake says why
 }
 
 // cover is how a certificate covers a server name.
@@ -63,7 +129,7 @@ const (
 	coversExactly
 )
 
-// normalName is a server name as pickCertificate compares it.
+// normalName is a server name as sniIndex and coverage compare it.
 func normalName(name string) string {
 	return strings.ToLower(strings.TrimSuffix(name, "."))
 }
@@ -82,7 +148,7 @@ func coverage(leaf *x509.Certificate, name string) cover {
 		return coversNot
 	}
 	for _, d := range leaf.DNSNames {
-		if normalName(d) == name {
+		if strings.EqualFold(strings.TrimSuffix(d, "."), name) {
 			return coversExactly
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -86,7 +87,7 @@ func TestSeveralKeyPairsChosenBySNI(t *testing.T) {
 	}
 	// crypto/tls clients never send an IP as SNI; the picker still takes one.
 	hello := &tls.ClientHelloInfo{ServerName: "10.9.8.7"}
-	if c := pickCertificate(hello, src.Certificates()); c.Leaf.Subject.CommonName != "ip" {
+	if c, _ := src.GetCertificate(hello); c.Leaf.Subject.CommonName != "ip" {
 		t.Errorf("IP 10.9.8.7: picked %q", c.Leaf.Subject.CommonName)
 	}
 }
@@ -198,5 +199,36 @@ func TestInspectReportsNamesAndOverlaps(t *testing.T) {
 		if !slices.Equal(r.Overlaps, want[r.File]) {
 			t.Errorf("%s: overlaps %+v, want %+v", filepath.Base(r.File), r.Overlaps, want[r.File])
 		}
+	}
+}
+
+// BenchmarkGetCertificateBySNI is the cost a handshake pays for the choice:
+// one pair (no choice), and ten pairs with the name covered by the last
+// one's wildcard (every pair looked at).
+func BenchmarkGetCertificateBySNI(b *testing.B) {
+	t := &testing.T{}
+	dir := b.TempDir()
+	ca := newTestCA(t, "bench CA")
+	var files [][2]string
+	for i := range 10 {
+		host := fmt.Sprintf("host%d.example.net", i)
+		if i == 9 {
+			host = "*.last.example.net"
+		}
+		c, k, _ := namedPair(t, ca, dir, fmt.Sprintf("p%d", i), host, fmt.Sprintf("alt%d.example.net", i))
+		files = append(files, [2]string{c, k})
+	}
+	hello := &tls.ClientHelloInfo{ServerName: "www.last.example.net", SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256},
+		SupportedCurves: []tls.CurveID{tls.CurveP256}, SupportedVersions: []uint16{tls.VersionTLS13}}
+	for _, n := range []int{1, 10} {
+		src := pairsSource(t, files[:n]...)
+		b.Run(fmt.Sprintf("pairs=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := src.GetCertificate(hello); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

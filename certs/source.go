@@ -24,6 +24,7 @@ type Source struct {
 
 	current atomic.Pointer[material]
 	more    []*Source // further key pairs served by SNI (AddKeyPairs); set before use
+	sni     atomic.Pointer[sniIndex]
 
 	mu         sync.Mutex // serialises reloads
 	failedSum  [sha256.Size]byte
@@ -251,7 +252,7 @@ func (s *Source) CAPool() *x509.CertPool { return s.current.Load().pool }
 
 // GetCertificate is a tls.Config.GetCertificate that serves the certificate
 // in service at the moment of the handshake; with further key pairs, the
-// one chosen by the client's server name (see pickCertificate).
+// one chosen by the client's server name (see sniIndex.pick).
 func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c := s.Certificate()
 	if c == nil {
@@ -260,7 +261,7 @@ func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	if len(s.more) == 0 {
 		return c, nil
 	}
-	return pickCertificate(hello, s.Certificates()), nil
+	return s.index().pick(hello), nil
 }
 
 // AddKeyPairs makes s serve the key pairs of more besides its own, chosen

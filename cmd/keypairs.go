@@ -16,7 +16,7 @@ func (o *serverOptions) pairSources() (*certs.Source, error) {
 	if nc, nk := len(o.certFiles), len(o.keyFiles); nc != nk && nc > 0 && nk > 0 {
 		return nil, flagError("key", "%d --cert and %d --key given: give them in pairs, each --cert followed by its --key", nc, nk)
 	}
-	first, err := fileSource(first(o.certFiles), first(o.keyFiles), o.caFile)
+	first, err := fileSource(firstPath(o.certFiles), firstPath(o.keyFiles), o.caFile)
 	if err != nil {
 		return nil, err
 	}
@@ -47,8 +47,8 @@ func (o *serverOptions) dirSources() (*certs.Source, error) {
 	return src, nil
 }
 
-// first is the first of a repeatable flag's values, "" when none.
-func first(values []string) string {
+// firstPath is the first of a repeatable flag's paths, "" when none.
+func firstPath(values []string) string {
 	if len(values) == 0 {
 		return ""
 	}
