@@ -252,3 +252,15 @@ func fileSize(t testing.TB, path string) int {
 	}
 	return int(fi.Size())
 }
+
+// TestSystemdActivatedClientMode: moat client takes a loopback socket from
+// systemd as its plaintext --listen and carries the application's lines to
+// openssl s_server over verified TLS, both ways.
+func TestSystemdActivatedClientMode(t *testing.T) {
+	pki := newClientPKI(t)
+	srv, target := startSServer(t, "-cert", pki.server.Cert, "-key", pki.server.Key)
+	port := freePort(t)
+	activated(t, port, "app", nil, "client", "--listen", "systemd:app", "--target", target, "--cacert", pki.server.CA)
+	a := dialApp(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	exchange(t, srv, a, "activated")
+}
