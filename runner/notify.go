@@ -45,10 +45,19 @@ func (n *notifier) send(state string) {
 	}
 }
 
+// Alive is what a Server may offer the watchdog: whether it still makes
+// progress (*proxy.Server: every event loop answers). A Server without it
+// is taken as alive.
+type Alive interface {
+	Alive(ctx context.Context) bool
+}
+
 // keepWatchdog sends WATCHDOG=1 at half the interval systemd asked for in
-// WATCHDOG_USEC (for this process: WATCHDOG_PID), until ctx ends. Without a
+// WATCHDOG_USEC (for this process: WATCHDOG_PID), until ctx ends, as long
+// as every service that can tell is alive: a wedged event loop stops the
+// pings, and systemd restarts moat (WatchdogSec=, Restart=). Without a
 // watchdog it returns at once.
-func (n *notifier) keepWatchdog(ctx context.Context) {
+func (n *notifier) keepWatchdog(ctx context.Context, services []Service) {
 	if !n.on {
 		return
 	}
@@ -60,21 +69,43 @@ func (n *notifier) keepWatchdog(ctx context.Context) {
 	if every <= 0 {
 		return
 	}
-	go pingWatchdog(ctx, n, every/2)
+	go pingWatchdog(ctx, n, every/2, services)
 }
 
 // pingWatchdog is keepWatchdog's goroutine; a named function, so that stack
 // dumps say what it is.
-func pingWatchdog(ctx context.Context, n *notifier, every time.Duration) {
+func pingWatchdog(ctx context.Context, n *notifier, every time.Duration, services []Service) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	n.send(daemon.SdNotifyWatchdog)
+	stalled := false
 	for {
+		if alive(ctx, services, every) {
+			if stalled {
+				n.log.Info().Msg("event loops answer again; pinging the systemd watchdog")
+			}
+			stalled = false
+			n.send(daemon.SdNotifyWatchdog)
+		} else if ctx.Err() == nil && !stalled {
+			stalled = true
+			n.log.Error().Dur("within", every).Msg("an event loop did not answer; not pinging the systemd watchdog")
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			n.send(daemon.SdNotifyWatchdog)
 		}
 	}
+}
+
+// alive asks every service that can tell whether it makes progress,
+// allowing it d to answer.
+func alive(ctx context.Context, services []Service, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for _, s := range services {
+		if a, ok := s.Server.(Alive); ok && !a.Alive(ctx) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,9 +1,11 @@
 package runner
 
 import (
+	"context"
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -95,5 +97,55 @@ func TestNotifyOffSendsNothing(t *testing.T) {
 	case m := <-msgs:
 		t.Fatalf("notified %q with Notify off", m)
 	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// stallingServer is a fake server whose event loops can be made to stop
+// answering.
+type stallingServer struct {
+	*fakeServer
+	stalled atomic.Bool
+}
+
+func (s *stallingServer) Alive(ctx context.Context) bool {
+	if s.stalled.Load() {
+		<-ctx.Done()
+		return false
+	}
+	return true
+}
+
+// TestWatchdogStopsWhileAServiceIsStuck: WATCHDOG=1 pings stop while a
+// service's loops do not answer, and resume when they do.
+func TestWatchdogStopsWhileAServiceIsStuck(t *testing.T) {
+	msgs := listenNotify(t)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", "")
+	srv := &stallingServer{fakeServer: newFakeServer(0)}
+	h := start(t, Options{Services: []Service{{Server: srv}}, ShutdownTimeout: time.Second, Notify: true})
+	nextState(t, msgs, "READY=1")
+	nextState(t, msgs, "WATCHDOG=1")
+	srv.stalled.Store(true)
+	// Drain a ping that may have been in flight, then expect silence.
+	quiet := time.After(150 * time.Millisecond)
+drain:
+	for {
+		select {
+		case <-msgs:
+		case <-quiet:
+			break drain
+		}
+	}
+	select {
+	case m := <-msgs:
+		t.Fatalf("notified %q while the service was stuck", m)
+	case <-time.After(500 * time.Millisecond):
+	}
+	srv.stalled.Store(false)
+	nextState(t, msgs, "WATCHDOG=1")
+	h.logged(t, "an event loop did not answer; not pinging the systemd watchdog", "event loops answer again")
+	h.sigs <- syscall.SIGTERM
+	if err := h.result(t, 3*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -187,7 +187,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		ev.Msg("moat is listening")
 	}
 	r.notify.ready()
-	r.notify.keepWatchdog(ctx)
+	r.notify.keepWatchdog(ctx, r.o.Services)
 	err = r.supervise(ctx, sigs, served)
 	if status != nil {
 		closeStatus(status, errors.Is(err, ErrInterrupted))
