@@ -25,6 +25,11 @@ type Report struct {
 	// self-signed leaf, expired or not yet valid, oversized flight.
 	Problems []string   `json:"problems"`
 	Flight   FlightSize `json:"flight"`
+	// Names are the server names (SNI) the leaf is chosen for when served
+	// as one of several --cert pairs: its DNS and IP SANs.
+	Names []string `json:"names"`
+	// Overlaps are names another of the inspected files covers as well.
+	Overlaps []Overlap `json:"overlaps,omitempty"`
 }
 
 // CertInfo describes one certificate of a chain.
@@ -51,6 +56,7 @@ type CertInfo struct {
 // such file; the other files are still reported.
 func Inspect(files ...string) ([]Report, error) {
 	var reports []Report
+	var chains [][]*x509.Certificate
 	var errs []error
 	now := time.Now()
 	for _, f := range files {
@@ -65,12 +71,14 @@ func Inspect(files ...string) ([]Report, error) {
 			continue
 		}
 		reports = append(reports, inspectChain(f, chain, now))
+		chains = append(chains, chain)
 	}
+	addOverlaps(reports, chains)
 	return reports, errors.Join(errs...)
 }
 
 func inspectChain(file string, chain []*x509.Certificate, now time.Time) Report {
-	r := Report{File: file, Flight: estimateFlight(chain), Problems: chainProblems(chain, now)}
+	r := Report{File: file, Flight: estimateFlight(chain), Problems: chainProblems(chain, now), Names: serverNames(chain[0])}
 	for _, c := range chain {
 		r.Certificates = append(r.Certificates, describe(c, now))
 	}

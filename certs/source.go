@@ -23,6 +23,8 @@ type Source struct {
 	fixed                     *tls.Certificate // served as is; only the CA bundle reloads
 
 	current atomic.Pointer[material]
+	more    []*Source // further key pairs served by SNI (AddKeyPairs); set before use
+	sni     atomic.Pointer[sniIndex]
 
 	mu         sync.Mutex // serialises reloads
 	failedSum  [sha256.Size]byte
@@ -59,6 +61,9 @@ type DirOptions struct {
 	// update that dropped the key (every client would be refused). The
 	// reload fails instead, and the previous material stays in service.
 	RequireCA bool
+	// KeyPairOnly reads tls.crt and tls.key alone, never ca.crt: a further
+	// key pair of a Source whose CA bundle comes from elsewhere.
+	KeyPairOnly bool
 }
 
 // NewDirSource loads a Kubernetes TLS Secret mount: dir/tls.crt, dir/tls.key
@@ -71,7 +76,10 @@ func NewDirSource(dir string, o DirOptions) (*Source, error) {
 		caFile:     filepath.Join(dir, "ca.crt"),
 		caOptional: !o.RequireCA,
 	}
-	if o.CAFile != "" {
+	switch {
+	case o.KeyPairOnly:
+		s.caFile = ""
+	case o.CAFile != "":
 		s.caFile, s.caOptional = o.CAFile, false
 	}
 	return load(s)
@@ -115,8 +123,11 @@ func withLeaf(cert *tls.Certificate) *tls.Certificate {
 // the old in one atomic swap; on any failure the old material stays in
 // service and the error names the file at fault.
 func (s *Source) Reload() error {
-	r := s.reload()
-	return r.err
+	errs := []error{s.reload().err}
+	for _, p := range s.more {
+		errs = append(errs, p.reload().err)
+	}
+	return errors.Join(errs...)
 }
 
 // reloadResult says what a reload did. A watcher reports err only when it is
@@ -240,12 +251,39 @@ func (s *Source) Certificate() *tls.Certificate { return s.current.Load().cert }
 func (s *Source) CAPool() *x509.CertPool { return s.current.Load().pool }
 
 // GetCertificate is a tls.Config.GetCertificate that serves the certificate
-// in service at the moment of the handshake.
-func (s *Source) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-	if c := s.Certificate(); c != nil {
+// in service at the moment of the handshake; with further key pairs, the
+// one chosen by the client's server name (see sniIndex.pick).
+func (s *Source) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	c := s.Certificate()
+	if c == nil {
+		return nil, errors.New("certs: no certificate loaded")
+	}
+	if len(s.more) == 0 {
 		return c, nil
 	}
-	return nil, errors.New("certs: no certificate loaded")
+	return s.index().pick(hello), nil
+}
+
+// AddKeyPairs makes s serve the key pairs of more besides its own, chosen
+// by SNI: its own certificate stays the default, for clients that send no
+// server name or one no pair covers. Each of more reloads on its own, as
+// s does (a pair that fails to load keeps its previous material, and the
+// others are not held back); only s's CA bundle is used. Call it before s
+// is used.
+func (s *Source) AddKeyPairs(more ...*Source) { s.more = append(s.more, more...) }
+
+// Certificates returns every certificate in service, the default first.
+func (s *Source) Certificates() []*tls.Certificate {
+	out := make([]*tls.Certificate, 0, 1+len(s.more))
+	if c := s.Certificate(); c != nil {
+		out = append(out, c)
+	}
+	for _, p := range s.more {
+		if c := p.Certificate(); c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // GetClientCertificate is a tls.Config.GetClientCertificate. A CA-only
@@ -258,12 +296,15 @@ func (s *Source) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certifi
 }
 
 // NotAfter is the expiry of the certificate in service (zero if none), for
-// an expiry metric.
+// an expiry metric; with several key pairs, the soonest.
 func (s *Source) NotAfter() time.Time {
-	if c := s.Certificate(); c != nil && c.Leaf != nil {
-		return c.Leaf.NotAfter
+	var soonest time.Time
+	for _, c := range s.Certificates() {
+		if c.Leaf != nil && (soonest.IsZero() || c.Leaf.NotAfter.Before(soonest)) {
+			soonest = c.Leaf.NotAfter
+		}
 	}
-	return time.Time{}
+	return soonest
 }
 
 // files lists the paths a watcher must look after.

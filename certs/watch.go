@@ -56,6 +56,9 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 	if onReload == nil {
 		onReload = func(error) {}
 	}
+	for _, p := range s.more {
+		go p.Watch(ctx, onReload)
+	}
 	events := watchDirs(ctx, s.dirs())
 	tick := resyncInterval
 	if events == nil {

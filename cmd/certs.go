@@ -80,8 +80,10 @@ func newCertsInspectCommand() *cobra.Command {
 		Use:   "inspect [--json] FILE...",
 		Short: "Describe PEM certificate chains, their problems and their handshake size",
 		Long: "inspect prints, for each PEM chain file, every certificate's subject, SANs, issuer, validity and\n" +
-			"key; problems with the chain (order, missing intermediate, self-signed leaf, expiry); and the\n" +
-			"estimated size of the first flight a server sends with it in TLS 1.3 and 1.2.",
+			"key; problems with the chain (order, missing intermediate, self-signed leaf, expiry); the\n" +
+			"estimated size of the first flight a server sends with it in TLS 1.3 and 1.2; and the server\n" +
+			"names (SNI) it is chosen for as one of several --cert pairs, warning when two of the files\n" +
+			"cover the same name (only one of them is ever served for it).",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("certs inspect: give at least one FILE")}
@@ -135,6 +137,12 @@ func printReport(w io.Writer, r certs.Report) {
 	}
 	fmt.Fprintf(w, "  first flight: TLS 1.3 %d bytes (%d with X25519MLKEM768), TLS 1.2 %d bytes; Certificate message %d bytes\n",
 		r.Flight.TLS13, r.Flight.TLS13Hybrid, r.Flight.TLS12, r.Flight.CertificateMessage)
+	if len(r.Names) > 0 {
+		fmt.Fprintf(w, "  served by SNI for: %s\n", strings.Join(r.Names, ", "))
+	}
+	for _, o := range r.Overlaps {
+		fmt.Fprintf(w, "  warning: %s is also covered by %s; as --cert pairs in this order, %s is served for it\n", o.Name, o.Other, o.Served)
+	}
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(w, "  no problems found")
 	}

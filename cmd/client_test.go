@@ -3,6 +3,7 @@ package cmd
 import (
 	"crypto/tls"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,7 +19,7 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := []string{"client", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:6380"}
+	defaults := map[string]string{"--listen": "127.0.0.1:0", "--target": "127.0.0.1:6380"}
 	// A file that cannot be read is a runtime failure (exit 1) that still
 	// names its flag; the rest are usage errors (exit 2).
 	for _, tc := range []struct {
@@ -42,7 +43,13 @@ func TestClientFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--server-name", "bad name"}, "--server-name", false},
 		{[]string{"--server-name", "db..example"}, "--server-name", false},
 	} {
-		_, err := run(t, append(append([]string{}, base...), tc.args...)...)
+		args := append([]string{"client"}, tc.args...)
+		for flag, v := range defaults {
+			if !slices.Contains(tc.args, flag) {
+				args = append(args, flag, v)
+			}
+		}
+		_, err := run(t, args...)
 		want := exitUsage
 		if tc.runtime {
 			want = exitRuntime

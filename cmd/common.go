@@ -192,6 +192,9 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if err != nil {
 		return addressFailure("listen", cfg.Listen.String(), err)
 	}
+	if err := o.plaintext.checkBound(cfg.Listen, srv.Addr()); err != nil {
+		return err
+	}
 	svc := runner.Service{Server: srv, Target: cfg.Target}
 	if src != nil {
 		svc.Certificates = src
@@ -204,6 +207,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		ShutdownDelay:   o.shutdownDelay,
 		ShutdownTimeout: o.shutdownTimeout,
 		LimitMemory:     true,
+		Notify:          true,
 		Log:             log,
 	})
 	var cut *runner.CutError
@@ -236,6 +240,15 @@ func reloadLogger(log zerolog.Logger, src *certs.Source) func(error) {
 		ev := log.Info().Time("not_after", src.NotAfter())
 		if c := src.Certificate(); c != nil && c.Leaf != nil {
 			ev = ev.Str("serial", c.Leaf.SerialNumber.Text(16)).Str("subject", c.Leaf.Subject.String())
+		}
+		if pairs := src.Certificates(); len(pairs) > 1 {
+			serials := make([]string, 0, len(pairs))
+			for _, c := range pairs {
+				if c.Leaf != nil {
+					serials = append(serials, c.Leaf.SerialNumber.Text(16))
+				}
+			}
+			ev = ev.Strs("serials", serials) // every pair's, in the order given
 		}
 		ev.Msg("certificate reloaded")
 	}

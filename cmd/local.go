@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/spf13/pflag"
@@ -39,9 +40,14 @@ func (p plaintextSide) check(a endpoint.Address) error {
 	if p.unsafe {
 		return nil
 	}
+	return p.judge(a.String(), a.Locality())
+}
+
+// judge refuses a plaintext side whose locality is not Local, saying why.
+func (p plaintextSide) judge(what string, l endpoint.Locality) error {
 	var why string
-	switch a.Locality() {
-	case endpoint.Local:
+	switch l {
+	case endpoint.Local, endpoint.Inherited: // a socket from systemd is judged by checkBound
 		return nil
 	case endpoint.EveryAddress:
 		why = "is every address of this host, not a loopback address or unix socket; plaintext would cross the network"
@@ -50,7 +56,16 @@ func (p plaintextSide) check(a endpoint.Address) error {
 	default:
 		why = "is not a loopback address or unix socket; plaintext would cross the network"
 	}
-	return p.refuse(a, why)
+	return p.refuse(what, why)
+}
+
+// checkBound refuses a plaintext --listen socket passed by systemd that
+// listens beyond this host: its address is known only once it is taken.
+func (p plaintextSide) checkBound(listen endpoint.Address, bound net.Addr) error {
+	if p.unsafe || p.flag != "listen" || listen.Locality() != endpoint.Inherited {
+		return nil
+	}
+	return p.judge(fmt.Sprintf("%s (listening on %s)", listen, bound), endpoint.BoundLocality(bound))
 }
 
 // checkResolved refuses a localhost target that resolved to anything but
@@ -59,11 +74,11 @@ func (p plaintextSide) checkResolved(r *endpoint.Resolver) error {
 	if p.unsafe || p.flag != "target" || r.IsLocal() {
 		return nil
 	}
-	return p.refuse(r.Address(), fmt.Sprintf("resolves to %s, not only loopback addresses; plaintext would cross the network", addrList(r.Resolved())))
+	return p.refuse(r.Address().String(), fmt.Sprintf("resolves to %s, not only loopback addresses; plaintext would cross the network", addrList(r.Resolved())))
 }
 
-func (p plaintextSide) refuse(a endpoint.Address, why string) error {
-	return flagError(p.flag, "%s %s. Add --unsafe-%s to allow it", a, why, p.flag)
+func (p plaintextSide) refuse(what, why string) error {
+	return flagError(p.flag, "%s %s. Add --unsafe-%s to allow it", what, why, p.flag)
 }
 
 func addrList(ips []netip.Addr) string {

@@ -39,6 +39,7 @@ func newRootCommand() *cobra.Command {
 		newCertsCommand(),
 		newVersionCommand(),
 	)
+	refuseRepeatedFlags(root)
 	return root
 }
 

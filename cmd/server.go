@@ -18,9 +18,9 @@ import (
 // serverOptions are the flags of `moat server`.
 type serverOptions struct {
 	common      commonOptions
-	certFile    string
-	keyFile     string
-	certDir     string
+	certFiles   []string // --cert, paired in order with keyFiles
+	keyFiles    []string
+	certDirs    []string
 	selfSigned  bool
 	selfHosts   []string
 	disableAuth bool
@@ -47,9 +47,9 @@ it off explicitly.`,
   moat server --listen :8443 --target unix:/run/app.sock --self-signed --disable-authentication`,
 	}, "address to accept TLS on: host:port", "upstream to relay plaintext to: host:port or unix:/path", o.configure)
 	f := cmd.Flags()
-	f.StringVar(&o.certFile, "cert", "", "PEM file with the server certificate chain, leaf first")
-	f.StringVar(&o.keyFile, "key", "", "PEM file with the server private key")
-	f.StringVar(&o.certDir, "cert-dir", "", "directory holding tls.crt, tls.key and optional ca.crt (a Kubernetes TLS Secret mount); reloaded on change")
+	f.StringArrayVar(&o.certFiles, "cert", nil, "PEM file with the server certificate chain, leaf first; repeat --cert/--key pairs to serve several certificates chosen by SNI (the first is the default)")
+	f.StringArrayVar(&o.keyFiles, "key", nil, "PEM file with the private key of the --cert given in the same position")
+	f.StringArrayVar(&o.certDirs, "cert-dir", nil, "directory holding tls.crt, tls.key and optional ca.crt (a Kubernetes TLS Secret mount); reloaded on change; repeat it to serve several certificates chosen by SNI (the first is the default and gives ca.crt)")
 	f.BoolVar(&o.selfSigned, "self-signed", false, "serve a certificate generated in memory at start-up (its SHA-256 fingerprint is logged)")
 	f.StringSliceVar(&o.selfHosts, "self-signed-hosts", []string{"localhost", "127.0.0.1", "::1"}, "names and addresses of the --self-signed certificate")
 	f.BoolVar(&o.disableAuth, "disable-authentication", false, "accept clients without a certificate (client authentication is required otherwise)")
@@ -135,7 +135,7 @@ func (o *serverOptions) checkAuthFlags() error {
 // --cert-dir and --self-signed.
 func (o *serverOptions) source() (*certs.Source, error) {
 	given := 0
-	for _, set := range []bool{o.certFile != "" || o.keyFile != "", o.certDir != "", o.selfSigned} {
+	for _, set := range []bool{len(o.certFiles) > 0 || len(o.keyFiles) > 0, len(o.certDirs) > 0, o.selfSigned} {
 		if set {
 			given++
 		}
@@ -158,14 +158,10 @@ func (o *serverOptions) source() (*certs.Source, error) {
 			return nil, fileFailure("cacert", o.caFile, err)
 		}
 		return src, nil
-	case o.certDir != "":
-		src, err := certs.NewDirSource(o.certDir, certs.DirOptions{CAFile: o.caFile, RequireCA: !o.disableAuth})
-		if err != nil {
-			return nil, fileFailure("cert-dir", o.certDir, err)
-		}
-		return src, nil
+	case len(o.certDirs) > 0:
+		return o.dirSources()
 	}
-	return fileSource(o.certFile, o.keyFile, o.caFile)
+	return o.pairSources()
 }
 
 // proxyProtocol sets up the PROXY protocol header for --proxy-protocol.

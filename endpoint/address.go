@@ -63,8 +63,13 @@ func ParseTarget(s string) (Address, error) {
 }
 
 // ParseListen parses an address to listen on. It is ParseTarget, except
-// that the host may be empty (":8443"): every local address, IPv4 and IPv6.
+// that the host may be empty (":8443"): every local address, IPv4 and IPv6;
+// and that "systemd:NAME" names a socket passed by systemd (see
+// SystemdListener).
 func ParseListen(s string) (Address, error) {
+	if strings.HasPrefix(s, systemdPrefix) {
+		return parseSystemd(s)
+	}
 	if rest, ok := strings.CutPrefix(s, ":"); ok && !strings.Contains(rest, ":") {
 		a, err := ParseTarget("0.0.0.0" + s)
 		if err != nil {
@@ -79,14 +84,17 @@ func ParseListen(s string) (Address, error) {
 // String returns the address as the user wrote it ("" for the zero
 // Address).
 func (a Address) String() string {
-	if a.network == "unix" {
+	switch a.network {
+	case "unix":
 		return "unix:" + a.addr
+	case "systemd":
+		return systemdPrefix + a.addr
 	}
 	return a.addr
 }
 
-// Network is "tcp" or "unix", as net.Dial and net.Listen take it ("" for
-// the zero Address).
+// Network is "tcp" or "unix", as net.Dial and net.Listen take it, or
+// "systemd" for a socket passed by systemd ("" for the zero Address).
 func (a Address) Network() string { return a.network }
 
 // Host returns the host part of a TCP address ("" for unix sockets, and

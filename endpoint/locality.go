@@ -27,6 +27,9 @@ const (
 	// whatever DNS answers, now and at every re-resolution, so it cannot
 	// be proven local by looking at it.
 	HostName
+	// Inherited is a socket passed by systemd ("systemd:NAME"): where it
+	// listens is known only once it is taken (see SystemdListener).
+	Inherited
 )
 
 // Locality reports whether a stays on this host. It looks at the address
@@ -40,6 +43,8 @@ func (a Address) Locality() Locality {
 		return NoAddress
 	case "unix":
 		return Local
+	case "systemd":
+		return Inherited
 	}
 	if a.host == "" {
 		return EveryAddress

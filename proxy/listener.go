@@ -46,7 +46,7 @@ func listen(t endpoint.Address, mode uint32) (*listener, error) {
 		old := unix.Umask(0o777 &^ int(mode))
 		defer unix.Umask(old)
 	}
-	nl, err := net.Listen(t.Network(), t.NetAddress())
+	nl, err := bind(t)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +83,16 @@ func listen(t endpoint.Address, mode uint32) (*listener, error) {
 		return nil, fmt.Errorf("listen %s: %w", t, err)
 	}
 	return ln, nil
+}
+
+// bind opens the listening socket of t: a new one, or for "systemd:NAME"
+// a duplicate of the one systemd passed, which then serves exactly as a
+// socket moat bound itself.
+func bind(t endpoint.Address) (net.Listener, error) {
+	if name := t.SystemdName(); name != "" {
+		return endpoint.SystemdListener(name)
+	}
+	return net.Listen(t.Network(), t.NetAddress())
 }
 
 // close closes the socket once; a unix socket file is removed.

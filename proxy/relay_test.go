@@ -207,10 +207,12 @@ func TestUnixSocketUpstream(t *testing.T) {
 	}
 }
 
-// TestConcurrentClientsEcho: 200 clients each echo 1 MiB at once.
+// TestConcurrentClientsEcho: 200 clients each echo 1 MiB at once. The
+// handshake deadlines are generous: 200 handshakes at once under -race on a
+// busy machine took over the 10 s default.
 func TestConcurrentClientsEcho(t *testing.T) {
 	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
-	srv, ccfg := startServer(t, up.addr(), nil)
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) { c.HandshakeTimeout, c.ClientHelloTimeout = 2*time.Minute, 2*time.Minute })
 	const clients, size = 200, 1 << 20
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)

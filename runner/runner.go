@@ -106,7 +106,11 @@ type Options struct {
 	// Signals, when not nil, stands in for the process's SIGTERM, SIGINT
 	// and SIGHUP.
 	Signals <-chan os.Signal
-	Log     zerolog.Logger
+	// Notify tells systemd (NOTIFY_SOCKET) when the services are ready,
+	// reloading and stopping, and pings its watchdog (WATCHDOG_USEC); see
+	// notifier. Only one Run in a process should set it.
+	Notify bool
+	Log    zerolog.Logger
 }
 
 // DefaultResolveInterval is how often a Target's host name is resolved
@@ -124,12 +128,13 @@ var ErrInterrupted = errors.New("second signal: stopped without waiting for open
 // Runner runs a set of services; Run runs them once.
 type Runner struct {
 	o        Options
+	notify   *notifier
 	serving  atomic.Bool // every service has been started
 	stopping atomic.Bool // a shutdown signal arrived
 }
 
 // New returns a Runner for o; call Run to start it.
-func New(o Options) *Runner { return &Runner{o: o} }
+func New(o Options) *Runner { return &Runner{o: o, notify: newNotifier(o.Notify, o.Log)} }
 
 // Run runs the services of o until they have shut down; see Runner.Run.
 func Run(ctx context.Context, o Options) error { return New(o).Run(ctx) }
@@ -181,6 +186,8 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		ev.Msg("moat is listening")
 	}
+	r.notify.ready()
+	r.notify.keepWatchdog(ctx, r.o.Services)
 	err = r.supervise(ctx, sigs, served)
 	if status != nil {
 		closeStatus(status, errors.Is(err, ErrInterrupted))
@@ -280,6 +287,8 @@ func (r *Runner) supervise(ctx context.Context, sigs <-chan os.Signal, served <-
 
 // reload reloads every service's certificates and reports each outcome.
 func (r *Runner) reload() {
+	r.notify.reloading()
+	defer r.notify.ready()
 	for _, s := range r.o.Services {
 		if s.Certificates != nil {
 			s.reported()(s.Certificates.Reload())

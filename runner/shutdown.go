@@ -31,6 +31,7 @@ func (e *CutError) Unwrap() error { return e.Err }
 // or SIGINT returns at once.
 func (r *Runner) shutdown(ctx context.Context, sig os.Signal, sigs <-chan os.Signal, served <-chan error) error {
 	r.stopping.Store(true)
+	r.notify.stopping()
 	r.o.Log.Info().Str("signal", sig.String()).Int64("open_connections", r.active()).
 		Dur("shutdown_delay", r.o.ShutdownDelay).Dur("shutdown_timeout", r.o.ShutdownTimeout).Msg("shutting down: not ready")
 	ctx, cancel := context.WithCancel(ctx)
