@@ -35,6 +35,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newServerCommand(logs),
 		newClientCommand(logs),
+		newRunCommand(logs),
 		newCertsCommand(),
 		newVersionCommand(),
 	)

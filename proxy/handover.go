@@ -62,3 +62,14 @@ func (h *Handover) listener() (*listener, error) {
 	h.fd = -1
 	return ln, nil
 }
+
+// Discard closes a Server that New built but that never served, as when a
+// reload fails after building it. A socket it inherited stays with the
+// server that handed it over, unix socket file included.
+func (s *Server) Discard() {
+	if s.cfg.Inherit != nil {
+		s.ln.keepFile.Store(true)
+	}
+	s.closeLoops()
+	s.ln.close()
+}

@@ -161,7 +161,9 @@ func (r *Runner) Replace(svc Service) error {
 }
 
 // Remove takes the named service out of the set: it stops accepting, and
-// its open connections get timeout to finish before they are reset.
+// its open connections get timeout to finish before they are reset; a
+// negative timeout lets them finish by themselves (or at the shutdown), as
+// for a service whose listening socket went to another (see Replace).
 func (r *Runner) Remove(name string, timeout time.Duration) error {
 	s := &r.set
 	s.mu.Lock()
@@ -176,7 +178,12 @@ func (r *Runner) Remove(name string, timeout time.Duration) error {
 	old := s.list[i]
 	s.list = slices.Delete(s.list, i, i+1)
 	if s.ctx != nil {
-		s.retire(old, max(timeout, time.Nanosecond), r.o.Log, "removed")
+		if timeout < 0 {
+			timeout = 0
+		} else {
+			timeout = max(timeout, time.Nanosecond)
+		}
+		s.retire(old, timeout, r.o.Log, "removed")
 	}
 	return nil
 }
