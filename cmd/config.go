@@ -405,14 +405,12 @@ func (cf *configFile) checkClashes() error {
 		}
 		var table sni.Table[string]
 		def := ""
+		if j := slices.IndexFunc(group, func(s *serviceSpec) bool { return !s.routed() }); j >= 0 {
+			// blame the later of the two in the file
+			other, svc := group[0], group[max(j, 1)]
+			return cf.errorAt(svc, "listen", fmt.Errorf("%s is also the listen address of service %q: services share an address only when each lists sni: names", addr, other.name))
+		}
 		for _, svc := range group {
-			if !svc.routed() {
-				other := group[0]
-				if other == svc {
-					other = group[1]
-				}
-				return cf.errorAt(svc, "listen", fmt.Errorf("%s is also the listen address of service %q: services share an address only when each lists sni: names", addr, other.name))
-			}
 			if svc.isDefault {
 				if def != "" {
 					return cf.errorAt(svc, "default", fmt.Errorf("service %q is already the default on %s", def, addr))

@@ -182,8 +182,9 @@ func listenerConfig(members []*member) proxy.Config {
 		}
 	}
 	cfg := lead.cfg
-	// No certificate at all makes crypto/tls answer unrecognized_name.
-	unknown := &tls.Config{MinVersion: tls.VersionTLS12}
+	// No certificate at all makes crypto/tls answer unrecognized_name;
+	// without tickets a TLS 1.3 resumption cannot skip that.
+	unknown := &tls.Config{MinVersion: tls.VersionTLS12, SessionTicketsDisabled: true}
 	cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		route, ok := table.Match(hello.ServerName)
 		if !ok {
