@@ -141,11 +141,16 @@ func startTunnels(e *runEnv, dir string, n int, target string, cert certFiles) (
 	var b strings.Builder
 	b.WriteString("log-level: info\nservices:\n")
 	first := ""
+	used := make(map[int]bool)
 	for i := range n {
 		port, err := freePort()
+		for err == nil && used[port] { // freePort may hand out a port twice
+			port, err = freePort()
+		}
 		if err != nil {
 			return nil, err
 		}
+		used[port] = true
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		if i == 0 {
 			first = addr
@@ -167,7 +172,7 @@ func startTunnels(e *runEnv, dir string, n int, target string, cert certFiles) (
 	tunnelLogs = logs
 	if err := waitListening(in.proxy, first, 10*time.Second); err != nil {
 		in.proxy.stop()
-		return nil, err
+		return nil, fmt.Errorf("%w: %s", err, logs.text())
 	}
 	return in, nil
 }
@@ -257,4 +262,10 @@ func (l *lockedWriter) count(s string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return bytes.Count(l.w.Bytes(), []byte(s))
+}
+
+func (l *lockedWriter) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
 }
