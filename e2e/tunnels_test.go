@@ -408,3 +408,96 @@ func TestRunDryRunChecksWithoutBinding(t *testing.T) {
 		t.Fatalf("dry run with an unresolvable target: %v: %s", err, out)
 	}
 }
+
+func TestRunChangedListenRebindsAndKeepsTheOpenConnection(t *testing.T) {
+	r := newTunnelRig(t)
+	up := startUpstream(t, upperEcho)
+	oldAddr, newAddr := addr127(t), addr127(t)
+	r.write(r.service("svc", oldAddr, up.addr()))
+	r.start()
+	held := holdEcho(t, r, oldAddr)
+	r.write(r.service("svc", newAddr, up.addr()))
+	r.reload("configuration reloaded", 1)
+	r.m.waitFor(t, `"changed":["svc"]`, 5*time.Second)
+	if err := r.echoOnce(newAddr, "localhost", "on the new address"); err != nil {
+		t.Fatalf("new address: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", oldAddr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the old address still accepts")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	held.end(t) // the connection made on the old address kept flowing
+}
+
+func TestRunChangedAllowListAppliesToNewConnectionsOnly(t *testing.T) {
+	r := newTunnelRig(t)
+	ca := newPKI(t, "clients CA")
+	alice, aliceKey := ca.issue(t, "alice", nil)
+	bob, bobKey := ca.issue(t, "bob", nil)
+	up := startUpstream(t, upperEcho)
+	addr := addr127(t)
+	svc := func(allowed string) string {
+		return fmt.Sprintf("  - name: mtls\n    mode: server\n    listen: %s\n    target: %s\n    cert: %s\n    key: %s\n    cacert: %s\n    allow-cn: [%s]\n",
+			addr, up.addr(), r.files.Cert, r.files.Key, ca.file, allowed)
+	}
+	r.write(svc("alice"))
+	r.start()
+	dial := func(cert, key string) (*tls.Conn, error) {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr,
+			&tls.Config{RootCAs: rootsOf(t, r.files), ServerName: "localhost", Certificates: []tls.Certificate{pair}})
+		if err != nil {
+			return nil, err
+		}
+		// TLS 1.3: a refused client certificate shows on the first read.
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("hi\n")); err != nil {
+			return nil, err
+		}
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return c, nil
+	}
+	held, err := dial(alice, aliceKey)
+	if err != nil {
+		t.Fatalf("alice before the reload: %v", err)
+	}
+	defer held.Close()
+	if c, err := dial(bob, bobKey); err == nil {
+		c.Close()
+		t.Fatal("bob was let in before the reload")
+	}
+	r.write(svc("bob"))
+	r.reload("configuration reloaded", 1)
+	if c, err := dial(bob, bobKey); err != nil {
+		t.Fatalf("bob after the reload: %v", err)
+	} else {
+		c.Close()
+	}
+	if c, err := dial(alice, aliceKey); err == nil {
+		c.Close()
+		t.Fatal("alice was let in after the reload")
+	}
+	// alice's connection from before keeps the settings it started with.
+	if _, err := held.Write([]byte("still alice\n")); err != nil {
+		t.Fatal(err)
+	}
+	held.SetDeadline(time.Now().Add(10 * time.Second))
+	if got, err := bufio.NewReader(held).ReadString('\n'); err != nil || got != "STILL ALICE\n" {
+		t.Fatalf("alice's open connection: %q, %v", got, err)
+	}
+}
