@@ -95,7 +95,7 @@ func readConfig(path string, logs *logOptions) (*configFile, error) {
 	}
 	cf := &configFile{path: path, logLevel: logs.level, logFormat: logs.format}
 	if len(doc.Content) == 0 {
-		return nil, &fileError{path: path, line: 1, err: errors.New("the file is empty: want a mapping with services:")}
+		return nil, &fileError{path: path, line: 1, err: errors.New("the file is empty: want a mapping with a services list")}
 	}
 	if err := cf.top(doc.Content[0], logs); err != nil {
 		return nil, err

@@ -13,13 +13,12 @@ import (
 // SNI, each with its own CA, certificate, client authentication and
 // counting upstream.
 type sniRig struct {
-	r                *tunnelRig
-	addr             string
-	apiCA, webCA     *pki
-	clientCert       string
-	clientKey        string
-	api, web, other  *tcpUpstream
-	apiConf, webConf string
+	r               *tunnelRig
+	addr            string
+	apiCA, webCA    *pki
+	clientCert      string
+	clientKey       string
+	api, web, other *tcpUpstream
 }
 
 func newSNIRig(t *testing.T, withDefault bool) *sniRig {

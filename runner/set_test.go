@@ -112,8 +112,7 @@ func TestShutdownCutsReplacedServersAtItsDeadline(t *testing.T) {
 func TestReconfigureRunsOnSIGHUP(t *testing.T) {
 	certs := &fakeCertificates{watched: make(chan struct{})}
 	order := make(chan string, 4)
-	var h *harness
-	h = start(t, Options{Services: []Service{{Name: "a", Server: newFakeServer(0), Certificates: certs,
+	h := start(t, Options{Services: []Service{{Name: "a", Server: newFakeServer(0), Certificates: certs,
 		OnReload: func(error) {
 			if certs.reloads.Load() > 0 {
 				order <- "certificates"
