@@ -73,3 +73,8 @@ func (s *Server) Discard() {
 	s.closeLoops()
 	s.ln.close()
 }
+
+// StopAccepting stops the server accepting and returns once no loop will
+// accept again, so that the server replacing it on a handed-over socket is
+// the only one that takes new connections. Shutdown does this first too.
+func (s *Server) StopAccepting() { s.stopListening() }

@@ -203,6 +203,11 @@ func (r *Runner) Service(name string) (Service, bool) {
 // drains (for timeout; 0 = until its connections end or the shutdown).
 func (s *serviceSet) retire(rs *running, timeout time.Duration, log zerolog.Logger, why string) {
 	rs.retired.Store(true)
+	if sa, ok := rs.svc.Server.(acceptStopper); ok {
+		// New connections belong to the new settings from the moment
+		// Replace or Remove returns, not once the drain has begun.
+		sa.StopAccepting()
+	}
 	if rs.stop != nil {
 		rs.stop()
 	}
@@ -220,6 +225,10 @@ func (s Service) logListening(log zerolog.Logger) {
 	}
 	ev.Msg("moat is listening")
 }
+
+// acceptStopper is a Server that can stop accepting at once, before its
+// drain; *proxy.Server is one.
+type acceptStopper interface{ StopAccepting() }
 
 // retiredSet is the servers that left the set and still drain.
 type retiredSet struct {
