@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/moat-proxy/moat/certs"
 	"github.com/moat-proxy/moat/metrics"
 	"github.com/moat-proxy/moat/proxy"
@@ -100,7 +102,7 @@ func (t *tunnels) plan(ctx context.Context, cf *configFile) (*plan, error) {
 				p.added = append(p.added, s.name)
 			}
 		}
-		u.cfg = listenerConfig(u.members)
+		u.cfg = listenerConfig(u.members, t.log.With().Str("service", key).Logger(), t.metrics.For(key))
 		p.units = append(p.units, u)
 	}
 	for key := range t.units {
@@ -164,8 +166,10 @@ func blamedFlag(err error) (string, string) {
 
 // listenerConfig is the proxy configuration of a unit's listener: its one
 // service's, or, for services routed by SNI, one that picks the service
-// inside the handshake.
-func listenerConfig(members []*member) proxy.Config {
+// inside the handshake. What happens there before a service is picked
+// (refusals, evictions, names no service answers to) is logged and
+// counted under the listener's own name, log and obs.
+func listenerConfig(members []*member, log zerolog.Logger, obs proxy.Observer) proxy.Config {
 	if !members[0].spec.routed() {
 		return members[0].cfg
 	}
@@ -196,7 +200,7 @@ func listenerConfig(members []*member) proxy.Config {
 		route, _ := table.Match(name)
 		return route
 	}
-	cfg.Observer = preRoute{lead.cfg.Observer}
+	cfg.Observer, cfg.Log = preRoute{obs}, log
 	return cfg
 }
 
@@ -213,8 +217,8 @@ func configFor(c *tls.Config, hello *tls.ClientHelloInfo) (*tls.Config, error) {
 }
 
 // preRoute counts what happens on a shared listener before the handshake
-// names a service (refusals, evictions, failed handshakes) for its lead
-// service; connections count for the service they are routed to.
+// names a service (refusals, evictions, failed handshakes) for the
+// listener; connections count for the service they are routed to.
 type preRoute struct{ lead proxy.Observer }
 
 func (preRoute) Accepted()               {}

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -80,6 +81,11 @@ func TestRunRoutesBySNIWithEachServicesOwnSettings(t *testing.T) {
 		if s.api.accepted.Load() != before {
 			t.Error("api's upstream saw the refused client")
 		}
+		s.r.m.waitFor(t, `"service":"api","client"`, 5*time.Second)
+		s.r.m.waitFor(t, `"auth_refused":"no-cert"`, 5*time.Second)
+		if !regexp.MustCompile(`"service":"api"[^\n]*"auth_refused":"no-cert"`).MatchString(s.r.m.output()) {
+			t.Error("the refusal by api's client authentication is not logged as api's")
+		}
 	})
 	t.Run("web by wildcard", func(t *testing.T) {
 		out := s.sClientSNI(t, "shop.example.org", s.webCA.file)
@@ -92,6 +98,8 @@ func TestRunRoutesBySNIWithEachServicesOwnSettings(t *testing.T) {
 		if !strings.Contains(out, "unrecognized name") && !strings.Contains(out, "alert number 112") {
 			t.Fatalf("an unknown name: %s", out)
 		}
+		s.r.m.waitFor(t, `"service":"sni:`+s.addr+`"`, 5*time.Second)
+		s.r.m.waitFor(t, `no service for the server name \"nobody.example.com\"`, 5*time.Second)
 	})
 	if s.api.accepted.Load() != 1 || s.web.accepted.Load() != 1 || s.other.accepted.Load() != 0 {
 		t.Errorf("upstreams saw api %d, web %d, other %d connections; want 1, 1, 0",
@@ -100,10 +108,18 @@ func TestRunRoutesBySNIWithEachServicesOwnSettings(t *testing.T) {
 	s.r.m.waitFor(t, `"service":"api","client"`, 5*time.Second)
 	s.r.m.waitFor(t, `"service":"web","client"`, 5*time.Second)
 	fams := s.r.ops().metrics(t)
-	for svc, want := range map[string]float64{"api": 1, "web": 1, "other": 0} {
+	// api's two connections: the one relayed and the one its client
+	// authentication refused.
+	for svc, want := range map[string]float64{"api": 2, "web": 1, "other": 0} {
 		if v := value(fams, "moat_connections_total", map[string]string{"service": svc}); v != want {
 			t.Errorf("moat_connections_total{service=%q} = %v, want %v", svc, v, want)
 		}
+	}
+	if v := value(fams, "moat_handshakes_total", map[string]string{"service": "api", "result": "error"}); v != 1 {
+		t.Errorf(`moat_handshakes_total{service="api",result="error"} = %v, want 1`, v)
+	}
+	if v := value(fams, "moat_handshake_errors_total", map[string]string{"service": "sni:" + s.addr, "reason": "unknown-sni"}); v != 1 {
+		t.Errorf(`moat_handshake_errors_total{service="sni:%s",reason="unknown-sni"} = %v, want 1`, s.addr, v)
 	}
 }
 

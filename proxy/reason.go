@@ -125,6 +125,7 @@ func (c *conn) end(r CloseReason, err error) {
 	}
 	if r.failsHandshake() && c.phase == phaseHandshake && c.handshook.IsZero() {
 		c.tlsInfo.SNI = c.eng.ConnectionState().ServerName // the name asked for, refused or not
+		err = c.routeFailure(c.tlsInfo.SNI, err)
 		c.cfg.Observer.Handshake(nil, time.Since(c.start), err)
 	}
 	if r.sendsAlert() {

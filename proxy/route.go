@@ -3,6 +3,9 @@ package proxy
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
+
+	"github.com/moat-proxy/moat/tlsstate"
 )
 
 // Several services may share one listener and be told apart by the name a
@@ -39,4 +42,26 @@ func (c *conn) route(cs *tls.ConnectionState) bool {
 		r.Observer.Accepted()
 	}
 	return true
+}
+
+// routeFailure gives a handshake that failed on a shared listener to the
+// service its name asked for, if one answers to it, so that a client
+// refused by that service's client authentication is logged and counted
+// as that service's. A name no service answers to was refused for that
+// (unrecognized_name): the error says so rather than what crypto/tls says.
+func (c *conn) routeFailure(name string, err error) error {
+	pick := c.l.srv.cfg.Route
+	if pick == nil || c.cfg != &c.l.srv.cfg {
+		return err
+	}
+	r := pick(name)
+	if r == nil {
+		if tlsstate.IsNoCertificatesConfigured(err) {
+			return fmt.Errorf("%w %q: unrecognized_name sent", ErrNoRoute, name)
+		}
+		return err
+	}
+	c.cfg = r
+	r.Observer.Accepted()
+	return err
 }
