@@ -205,14 +205,17 @@ func (t *tunnels) warnProcessSettings(cf *configFile) {
 // commit hands the plan to the runner: new units start, changed ones
 // replace theirs, and units no longer in the file stop.
 func (t *tunnels) commit(p *plan) error {
-	for _, u := range p.units {
+	for i, u := range p.units {
+		var err error
 		if _, ok := t.units[u.key]; ok {
-			if err := t.runner.Replace(u.service()); err != nil {
-				p.discard()
-				return err
+			err = t.runner.Replace(u.service())
+		} else {
+			err = t.runner.Add(u.service())
+		}
+		if err != nil { // only once the shutdown has begun
+			for _, rest := range p.units[i:] {
+				rest.server.Discard()
 			}
-		} else if err := t.runner.Add(u.service()); err != nil {
-			p.discard()
 			return err
 		}
 		t.units[u.key] = u
