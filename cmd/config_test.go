@@ -121,3 +121,17 @@ func TestConfigErrorsAreFileErrors(t *testing.T) {
 		t.Fatalf("err = %v, want a fileError at line 4 for listen", err)
 	}
 }
+
+func TestRunCommandChecksItsFlagsAndFile(t *testing.T) {
+	if _, err := run(t, "run"); err == nil || !strings.Contains(err.Error(), "--config: required") {
+		t.Errorf("moat run without --config: %v", err)
+	}
+	if _, err := run(t, "run", "--config", filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !strings.Contains(err.Error(), "--config:") {
+		t.Errorf("moat run with a missing file: %v", err)
+	}
+	var ue usageError
+	_, err := run(t, "run", "--config", writeFile(t, "services: []\n"), "--dry-run")
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), ":1: services: want a list of at least one service") {
+		t.Errorf("an empty services list: %v", err)
+	}
+}
