@@ -85,14 +85,27 @@ func tunnelsMain(args []string) error {
 	if err != nil {
 		return fmt.Errorf("tunnels idle: %w", err)
 	}
-	slices.Sort(cpu)
-	fmt.Printf("| measure | single-service moat | moat run, %d services |\n|---|---|---|\n", *services)
-	fmt.Printf("| RSS before any connection | %.1f MiB | %.1f MiB (%.2f×) |\n", inMiB(singleRSS), inMiB(multiRSS), float64(multiRSS)/float64(singleRSS))
-	fmt.Printf("| bytes per idle connection (%d) | %.0f | %.0f |\n", *idle, singleIdle, multiIdle)
-	fmt.Printf("| CPU per reload of the unchanged file (%d SIGHUPs) | — | median %.2f ms, max %.2f ms |\n", *reloads,
-		ms(cpu[len(cpu)/2]), ms(cpu[len(cpu)-1]))
-	fmt.Printf("| listening sockets moved by the reloads | — | %d of %d |\n", moved, *services)
+	printTunnels(tunnelFigures{*services, *idle, singleRSS, multiRSS, singleIdle, multiIdle, cpu, moved})
 	return nil
+}
+
+// tunnelFigures are the measurements of one bench tunnels run.
+type tunnelFigures struct {
+	services, idle        int
+	singleRSS, multiRSS   int64
+	singleIdle, multiIdle float64
+	cpu                   []time.Duration
+	moved                 int
+}
+
+func printTunnels(f tunnelFigures) {
+	slices.Sort(f.cpu)
+	fmt.Printf("| measure | single-service moat | moat run, %d services |\n|---|---|---|\n", f.services)
+	fmt.Printf("| RSS before any connection | %.1f MiB | %.1f MiB (%.2f×) |\n", inMiB(f.singleRSS), inMiB(f.multiRSS), float64(f.multiRSS)/float64(f.singleRSS))
+	fmt.Printf("| bytes per idle connection (%d) | %.0f | %.0f |\n", f.idle, f.singleIdle, f.multiIdle)
+	fmt.Printf("| CPU per reload of the unchanged file (%d SIGHUPs) | — | median %.2f ms, max %.2f ms |\n", len(f.cpu),
+		ms(f.cpu[len(f.cpu)/2]), ms(f.cpu[len(f.cpu)-1]))
+	fmt.Printf("| listening sockets moved by the reloads | — | %d of %d |\n", f.moved, f.services)
 }
 
 func inMiB(b int64) float64      { return float64(b) / (1 << 20) }
