@@ -80,8 +80,8 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 		return usageError{err}
 	}
 	if err := (&statusOptions{addr: cf.status, pprof: cf.pprof}).check(); err != nil {
-		plan.discard()
-		return usageError{fmt.Errorf("%s: %w", cf.path, err)}
+		key, msg := blamedFlag(err)
+		return usageError{fmt.Errorf("%s: %s: %s", cf.path, key, msg)}
 	}
 	if o.dryRun {
 		log.Info().Str("config", cf.path).Int("services", len(cf.services)).Msg("configuration is valid (--dry-run: not listening)")
