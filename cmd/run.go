@@ -63,6 +63,10 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return usageError{err}
 	}
+	if err := (&statusOptions{addr: cf.status, pprof: cf.pprof}).check(); err != nil {
+		key, msg := blamedFlag(err)
+		return usageError{fmt.Errorf("%s: %s: %s", cf.path, key, msg)}
+	}
 	logs := &logOptions{level: cf.logLevel, format: cf.logFormat}
 	log, flushLog, err := logs.newLogger(cmd.ErrOrStderr())
 	if err != nil {
@@ -78,10 +82,6 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 	plan, err := t.plan(ctx, cf)
 	if err != nil {
 		return usageError{err}
-	}
-	if err := (&statusOptions{addr: cf.status, pprof: cf.pprof}).check(); err != nil {
-		key, msg := blamedFlag(err)
-		return usageError{fmt.Errorf("%s: %s: %s", cf.path, key, msg)}
 	}
 	if o.dryRun {
 		log.Info().Str("config", cf.path).Int("services", len(cf.services)).Msg("configuration is valid (--dry-run: not listening)")
