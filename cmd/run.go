@@ -24,6 +24,10 @@ import (
 // same.
 const configPollInterval = time.Second
 
+// reloadTimeout bounds what a reload may wait for, resolving the targets of
+// changed services; past it the reload fails and nothing changes.
+const reloadTimeout = 30 * time.Second
+
 // runOptions are the flags of `moat run`.
 type runOptions struct {
 	config string
@@ -126,8 +130,10 @@ func (t *tunnels) serve(ctx context.Context, p *plan) error {
 		ShutdownDelay:   delay,
 		ShutdownTimeout: timeout,
 		LimitMemory:     true,
-		Reconfigure:     func() { t.reload(ctx, "SIGHUP") },
-		Log:             t.log,
+		// In its own goroutine: resolving a changed target must not hold up
+		// a SIGTERM behind it.
+		Reconfigure: func() { go t.reload(ctx, "SIGHUP") },
+		Log:         t.log,
 	})
 	warnOldToolchain(t.log)
 	watchCtx, stopWatch := context.WithCancel(ctx)
@@ -169,6 +175,8 @@ func (t *tunnels) watchFile(ctx context.Context) {
 func (t *tunnels) reload(ctx context.Context, why string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+	defer cancel()
 	start := time.Now()
 	data, _ := os.ReadFile(t.path)
 	t.sum = sha256.Sum256(data)
