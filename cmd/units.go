@@ -268,9 +268,8 @@ func (p *plan) bind() error {
 	return nil
 }
 
-// discard closes the servers bind made, for a plan that is not used.
-func (p *plan) discard() { p.discardFirst(len(p.units)) }
-
+// discardFirst closes the servers bind made for the first n units, when
+// a later one fails.
 func (p *plan) discardFirst(n int) {
 	for _, u := range p.units[:n] {
 		if u.server != nil {
