@@ -38,7 +38,8 @@ const usage = `usage: bench run [flags]            run the comparison (bench run
        bench direct -listen A -cert C -key K
        bench iocopy-relay -listen A -target U -cert C -key K
        bench load -addr A -test up|down|handshake|pingpong|idle ...
-       bench soak [flags]            moat under hostile load in a memory cgroup (bench soak -h)`
+       bench soak [flags]            moat under hostile load in a memory cgroup (bench soak -h)
+       bench tunnels [flags]         moat run with 50 services next to one: RSS, reload CPU (bench tunnels -h)`
 
 // dispatch runs one role.
 func dispatch(args []string) error {
@@ -58,6 +59,8 @@ func dispatch(args []string) error {
 		return loadMain(args[1:])
 	case "soak":
 		return soakMain(args[1:])
+	case "tunnels":
+		return tunnelsMain(args[1:])
 	}
 	return fmt.Errorf("unknown role %q\n%s", args[0], usage)
 }

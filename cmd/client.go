@@ -26,7 +26,11 @@ type clientOptions struct {
 	sessionCacheSize int
 }
 
-func newClientCommand(logs *logOptions) *cobra.Command {
+func newClientCommand(logs *logOptions) *cobra.Command { return newClientMode(logs).cmd }
+
+// newClientMode builds the command with its options, for moat run to fill from
+// a file.
+func newClientMode(logs *logOptions) modeCommand {
 	o := &clientOptions{common: commonOptions{logs: logs, plaintext: plaintextSide{flag: "listen"}}}
 	cmd := o.common.command(&cobra.Command{
 		Use: "client", Args: cobra.NoArgs,
@@ -55,7 +59,7 @@ request a client certificate for a protected resource. --renegotiation never
 	f.StringVar(&o.serverName, "server-name", "", "name the server certificate must carry, also sent as SNI (default: the host of --target)")
 	f.StringVar(&o.renegotiation, "renegotiation", "never", "TLS 1.2 renegotiation requested by the server: never, once (per connection) or freely")
 	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
-	return cmd
+	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
 
 // configure builds client mode's proxy: plaintext in, TLS out.

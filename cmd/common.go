@@ -123,27 +123,59 @@ func (o *commonOptions) command(c *cobra.Command, listenHelp, targetHelp string,
 	return c
 }
 
-// run is the course of both proxy commands: build the logger, parse
-// --listen and --target, refuse a plaintext side that may leave the host,
-// let the mode build its proxy, and run it.
+// run is the course of both proxy commands: build the logger, check and
+// build the proxy (prepare), and run it.
 func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 	log, flushLog, err := o.logs.newLogger(cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
 	defer flushLog()
-	listen, target, err := o.addresses()
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	cfg, src, err := o.prepare(ctx, log, configure)
 	if err != nil {
 		return err
 	}
+	if o.dryRun {
+		log.Info().Str("listen", cfg.Listen.String()).Str("target", cfg.Target.String()).Msg("configuration is valid (--dry-run: not listening)")
+		return nil
+	}
+	return runProxy(ctx, cfg, *o, log, src)
+}
+
+// prepare is every check a proxy command makes before it binds, and the
+// building of its proxy: parse --listen and --target, refuse a plaintext
+// side that may leave the host, let the mode build its proxy (certificates
+// loaded), resolve --target and check the status flags. moat run puts
+// every service of its file through it too.
+func (o *commonOptions) prepare(ctx context.Context, log zerolog.Logger, configure configureFunc) (proxy.Config, *certs.Source, error) {
+	listen, target, err := o.addresses()
+	if err != nil {
+		return proxy.Config{}, nil, err
+	}
 	if err := o.plaintext.check(o.plaintext.pick(listen, target)); err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
 	cfg, src, err := configure(log, listen, target)
 	if err != nil {
-		return err
+		return proxy.Config{}, nil, err
 	}
-	return runProxy(cmd.Context(), cfg, *o, log, src)
+	if err := cfg.Target.Resolve(ctx); err != nil {
+		return proxy.Config{}, nil, addressFailure("target", cfg.Target.String(), err)
+	}
+	if err := o.plaintext.checkResolved(cfg.Target); err != nil {
+		return proxy.Config{}, nil, err
+	}
+	if err := o.status.check(); err != nil {
+		return proxy.Config{}, nil, err
+	}
+	if err := checkPortClash(cfg.Listen, o.status.addr); err != nil {
+		return proxy.Config{}, nil, err
+	}
+	return cfg, src, nil
 }
 
 // fileSource loads a certificate and key given as --cert and --key, with
@@ -162,29 +194,10 @@ func fileSource(certFile, keyFile, caFile string) (*certs.Source, error) {
 	return src, nil
 }
 
-// runProxy resolves --target, binds --listen and hands the proxy to the
-// runner, which serves it until SIGTERM or SIGINT and then drains it; see
-// package runner for the sequence, SIGHUP and the second signal.
+// runProxy binds --listen and hands the proxy to the runner, which serves
+// it until SIGTERM or SIGINT and then drains it; see package runner for the
+// sequence, SIGHUP and the second signal.
 func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolog.Logger, src *certs.Source) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	if err := cfg.Target.Resolve(ctx); err != nil {
-		return addressFailure("target", cfg.Target.String(), err)
-	}
-	if err := o.plaintext.checkResolved(cfg.Target); err != nil {
-		return err
-	}
-	if err := o.status.check(); err != nil {
-		return err
-	}
-	if err := checkPortClash(cfg.Listen, o.status.addr); err != nil {
-		return err
-	}
-	if o.dryRun {
-		log.Info().Str("listen", cfg.Listen.String()).Str("target", cfg.Target.String()).Msg("configuration is valid (--dry-run: not listening)")
-		return nil
-	}
 	if obs := o.status.observer(); obs != nil {
 		cfg.Observer = obs
 	}

@@ -36,6 +36,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newServerCommand(logs),
 		newClientCommand(logs),
+		newRunCommand(logs),
 		newCertsCommand(),
 		newVersionCommand(),
 	)

@@ -31,7 +31,11 @@ type serverOptions struct {
 	shield      shieldOptions
 }
 
-func newServerCommand(logs *logOptions) *cobra.Command {
+func newServerCommand(logs *logOptions) *cobra.Command { return newServerMode(logs).cmd }
+
+// newServerMode builds the command with its options, for moat run to fill from
+// a file.
+func newServerMode(logs *logOptions) modeCommand {
 	o := &serverOptions{common: commonOptions{logs: logs, plaintext: plaintextSide{flag: "target"}}}
 	cmd := o.common.command(&cobra.Command{
 		Use: "server", Args: serverArgs,
@@ -63,7 +67,7 @@ it off explicitly.`,
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	o.shield.register(f)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
-	return cmd
+	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
 
 // serverArgs refuses positional arguments. --proxy-protocol takes its

@@ -30,6 +30,7 @@ const (
 	ReasonNoSharedCipher   = "no-shared-cipher"   // no cipher suite or group both sides accept
 	ReasonEOF              = "eof"                // the peer closed or reset mid-handshake
 	ReasonBadSNI           = "bad-sni"            // the server name is not a valid host name (certs.CheckServerName)
+	ReasonUnknownSNI       = "unknown-sni"        // no service on a shared listener answers to the server name
 	ReasonEvicted          = "evicted"            // cut to make room for another handshake, or for the memory budget
 	ReasonTooLarge         = "too-large"          // the client sent more than --max-client-cert-bytes allows
 	ReasonOther            = "other"
@@ -41,7 +42,7 @@ const (
 var handshakeReasons = []string{
 	ReasonTimeout, ReasonNoCert, ReasonUnknownCA, ReasonExpired, ReasonNotAllowed,
 	ReasonBadCert, ReasonPeerRejectedCert, ReasonNotTLS, ReasonBadRecord,
-	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonBadSNI, ReasonEvicted, ReasonTooLarge, ReasonOther,
+	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonBadSNI, ReasonUnknownSNI, ReasonEvicted, ReasonTooLarge, ReasonOther,
 }
 
 // HandshakeErrorReason classifies a failed handshake's error for the reason
@@ -54,6 +55,9 @@ func HandshakeErrorReason(err error) string {
 	}
 	if ae, ok := certs.AsAuthError(err); ok {
 		return string(ae.Reason)
+	}
+	if errors.Is(err, proxy.ErrNoRoute) {
+		return ReasonUnknownSNI
 	}
 	if _, ok := certs.AsServerNameError(err); ok {
 		return ReasonBadSNI

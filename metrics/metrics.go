@@ -76,20 +76,32 @@ var handshakeBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5,
 // name is already registered there, which is a programming error. A nil reg
 // registers nothing (for tests of the hooks alone).
 func New(reg prometheus.Registerer) *Metrics {
+	m, perService := build(nil)
+	process := m.processCollectors()
+	if reg != nil {
+		reg.MustRegister(append(perService, process...)...)
+	}
+	return m
+}
+
+// build makes the collectors of one service, each carrying labels (nil for
+// a single-service process), and returns them for registering. The reload
+// counters are made too; they are process-wide (see processCollectors).
+func build(labels prometheus.Labels) (*Metrics, []prometheus.Collector) {
 	m := &Metrics{
-		connections: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_connections_total", Help: "Connections accepted."}),
-		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_connections_active", Help: "Connections open now."}),
+		connections: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_connections_total", Help: "Connections accepted.", ConstLabels: labels}),
+		active:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_connections_active", Help: "Connections open now.", ConstLabels: labels}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_connections_refused_total",
-			Help: "Connections closed at accept because a limit was reached, by limit."}, []string{"reason"}),
+			Help: "Connections closed at accept because a limit was reached, by limit.", ConstLabels: labels}, []string{"reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "moat_handshake_duration_seconds",
-			Help: "Time from accept (or dial) to a completed TLS handshake; failed handshakes are not observed.", Buckets: handshakeBuckets}),
-		dialErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_upstream_dial_errors_total", Help: "Failed connects to --target."}),
-		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_sessions_resumed_total", Help: "Handshakes that resumed an earlier TLS session."}),
+			Help: "Time from accept (or dial) to a completed TLS handshake; failed handshakes are not observed.", Buckets: handshakeBuckets, ConstLabels: labels}),
+		dialErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_upstream_dial_errors_total", Help: "Failed connects to --target.", ConstLabels: labels}),
+		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_sessions_resumed_total", Help: "Handshakes that resumed an earlier TLS session.", ConstLabels: labels}),
 		certExpiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_certificate_expiry_timestamp_seconds",
-			Help: "NotAfter of the certificate in service, as a Unix time."}),
+			Help: "NotAfter of the certificate in service, as a Unix time.", ConstLabels: labels}),
 	}
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshakes_total",
-		Help: "TLS handshakes finished, by result (ok, error) and negotiated version (unknown when failed)."}, []string{"result", "version"})
+		Help: "TLS handshakes finished, by result (ok, error) and negotiated version (unknown when failed).", ConstLabels: labels}, []string{"result", "version"})
 	m.handshakeOK = make(map[uint16]prometheus.Counter, len(tlsVersions))
 	for v, name := range tlsVersions {
 		m.handshakeOK[v] = handshakes.WithLabelValues("ok", name)
@@ -97,37 +109,39 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.handshakeOKAny = handshakes.WithLabelValues("ok", "other")
 	m.handshakeFailed = handshakes.WithLabelValues("error", "unknown")
 	errorsVec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshake_errors_total",
-		Help: "Failed TLS handshakes, by reason."}, []string{"reason"})
+		Help: "Failed TLS handshakes, by reason.", ConstLabels: labels}, []string{"reason"})
 	m.handshakeErrors = make(map[string]prometheus.Counter, len(handshakeReasons))
 	for _, r := range handshakeReasons {
 		m.handshakeErrors[r] = errorsVec.WithLabelValues(r)
 	}
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_bytes_total",
-		Help: "Plaintext bytes relayed, by direction seen from the accepting side."}, []string{"direction"})
+		Help: "Plaintext bytes relayed, by direction seen from the accepting side.", ConstLabels: labels}, []string{"direction"})
 	m.fromClient, m.toClient = bytes.WithLabelValues("from_client"), bytes.WithLabelValues("to_client")
-	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_reloads_total",
-		Help: "Certificate reloads, by result (success, failure)."}, []string{"result"})
-	m.reloadOK, m.reloadFailed = reloads.WithLabelValues("success"), reloads.WithLabelValues("failure")
 	for _, r := range refusalReasons {
 		m.refusedChild(r) // exported as 0 from the start, like the handshake reasons
 	}
-
 	evicted := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshakes_evicted_total",
-		Help: "Unfinished handshakes cut to make room for a new connection or to stay within the handshake memory budget, by limit."}, []string{"reason"})
+		Help: "Unfinished handshakes cut to make room for a new connection or to stay within the handshake memory budget, by limit.", ConstLabels: labels}, []string{"reason"})
 	m.evicted = make(map[string]prometheus.Counter, len(evictionReasons))
 	for _, r := range evictionReasons {
 		m.evicted[r] = evicted.WithLabelValues(r)
 	}
+	return m, []prometheus.Collector{m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
+		bytes, m.dialErrors, m.resumed, m.certExpiry, evicted}
+}
+
+// processCollectors makes what a process has once, whatever its services:
+// the reload counters (kept in m), the TLS buffer gauge, and the Go runtime
+// and process collectors.
+func (m *Metrics) processCollectors() []prometheus.Collector {
+	reloads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_reloads_total",
+		Help: "Certificate and configuration reloads, by result (success, failure)."}, []string{"result"})
+	m.reloadOK, m.reloadFailed = reloads.WithLabelValues("success"), reloads.WithLabelValues("failure")
 	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "moat_tls_buffer_bytes",
 		Help: "Bytes of TLS input and output buffers held by connections now; an idle connection holds none."},
 		func() float64 { return float64(tlsstate.BufferBytes()) })
-
-	if reg != nil {
-		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
-			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads, buffers, evicted,
-			collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	return m
+	return []prometheus.Collector{reloads, buffers,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 }
 
 // refusedChild returns the counter for a refusal reason. Reasons are few

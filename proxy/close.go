@@ -21,7 +21,7 @@ func (c *conn) recoverPanic() {
 	if r == nil {
 		return
 	}
-	c.l.srv.cfg.Log.Error().Str("client", c.client).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).
+	c.cfg.Log.Error().Str("client", c.client).Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).
 		Msg("internal error: this connection is closed, others are unaffected")
 	c.end(ReasonInternalError, fmt.Errorf("panic: %v", r))
 }
@@ -45,7 +45,7 @@ func (c *conn) report(reason CloseReason, err error) {
 	s.Duration = time.Since(c.start)
 	s.FromClient, s.ToClient = c.o.fromClient(c.relayed.tlsToPln, c.relayed.plnToTLS)
 	s.Reason, s.Err = reason, err
-	c.l.srv.cfg.Observer.Closed(&s)
+	c.cfg.Observer.Closed(&s)
 	level := zerolog.InfoLevel
 	switch {
 	case errors.Is(err, errClosedSilently), errors.Is(err, ErrHandshakeEvicted), errors.Is(err, ErrHandshakeMemory),
@@ -56,7 +56,7 @@ func (c *conn) report(reason CloseReason, err error) {
 	case err != nil && reason != ReasonClosed:
 		level = zerolog.WarnLevel
 	}
-	ev := c.l.srv.cfg.Log.WithLevel(level).
+	ev := c.cfg.Log.WithLevel(level).
 		Str("client", s.Client).
 		Dur("duration_ms", s.Duration).
 		Int64("bytes_from_client", s.FromClient).

@@ -36,8 +36,9 @@ func (p phase) relaying() bool { return p == phaseRelay || p == phaseDrain }
 // conn is one proxied connection. It belongs to one loop.
 type conn struct {
 	l   *loop
-	tls side // the socket that speaks TLS
-	pln side // the socket that speaks plaintext
+	cfg *Config // the service's settings: the server's, or its SNI route's after the handshake
+	tls side    // the socket that speaks TLS
+	pln side    // the socket that speaks plaintext
 	eng *tlsstate.Engine
 	o   orientation
 
@@ -68,7 +69,7 @@ type conn struct {
 func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	now := time.Now()
 	c := &conn{
-		l: l, o: l.srv.orient, heapIndex: -1, start: now, lastActive: now,
+		l: l, cfg: &l.srv.cfg, o: l.srv.orient, heapIndex: -1, start: now, lastActive: now,
 		tls: side{fd: -1}, pln: side{fd: -1}, client: sockaddrString(sa), peerAddr: sa,
 		toPlain: pipe{limit: l.srv.budget.batch()}, toTLS: pipe{limit: l.srv.budget.batch()},
 	}
@@ -201,7 +202,11 @@ func (c *conn) handshakeDone() {
 	if len(cs.PeerCertificates) > 0 {
 		c.tlsInfo.Peer = cs.PeerCertificates[0].Subject.CommonName
 	}
-	c.l.srv.cfg.Observer.Handshake(&cs, now.Sub(c.start), nil)
+	if !c.route(&cs) {
+		c.end(ReasonHandshake, fmt.Errorf("%w %q", ErrNoRoute, cs.ServerName))
+		return
+	}
+	c.cfg.Observer.Handshake(&cs, now.Sub(c.start), nil)
 	if !c.o.dialFirst() {
 		c.phase = phaseDial
 		c.l.timer.schedule(c, now.Add(c.dialTimeout()))
@@ -214,15 +219,15 @@ func (c *conn) handshakeDone() {
 // startDial opens the socket to the far side: the plaintext upstream in
 // server mode, the TLS server in client mode.
 func (c *conn) startDial() {
-	fd, inProgress, err := c.l.srv.cfg.Target.DialAddress(c.dialAttempt)
+	fd, inProgress, err := c.cfg.Target.DialAddress(c.dialAttempt)
 	if err != nil {
 		c.dialFailed(err)
 		return
 	}
 	dialled := c.o.dialled(c)
 	dialled.fd, dialled.writable = fd, !inProgress
-	if !c.o.keepAliveAccepted() && c.l.srv.cfg.Target.Address().Network() == "tcp" {
-		setKeepAlive(fd, c.l.srv.cfg.KeepAlive)
+	if !c.o.keepAliveAccepted() && c.cfg.Target.Address().Network() == "tcp" {
+		setKeepAlive(fd, c.cfg.KeepAlive)
 	}
 	if err := c.l.add(fd, c); err != nil {
 		unix.Close(fd)
@@ -245,7 +250,7 @@ func (c *conn) dialProgress() bool {
 		return false
 	}
 	if err := endpoint.FinishDial(d.fd); err != nil {
-		c.dialFailed(fmt.Errorf("dial %s: %w", c.l.srv.cfg.Target, err))
+		c.dialFailed(fmt.Errorf("dial %s: %w", c.cfg.Target, err))
 		return false
 	}
 	c.dialDone()
@@ -256,7 +261,7 @@ func (c *conn) dialProgress() bool {
 // the same connect deadline; otherwise it resets the accepted socket, so its
 // peer sees an error rather than an empty but orderly stream.
 func (c *conn) dialFailed(err error) {
-	if c.dialAttempt+1 < c.l.srv.cfg.Target.Addresses() {
+	if c.dialAttempt+1 < c.cfg.Target.Addresses() {
 		c.dialAttempt++
 		if d := c.o.dialled(c); d.fd >= 0 {
 			c.l.remove(d.fd)
@@ -272,16 +277,16 @@ func (c *conn) dialFailed(err error) {
 // dialGiveUp resets the accepted socket, so its peer sees an error rather
 // than an empty but orderly stream.
 func (c *conn) dialGiveUp(err error) {
-	c.l.srv.cfg.Observer.DialFailed(err)
+	c.cfg.Observer.DialFailed(err)
 	c.end(ReasonDial, err)
 }
 
 // dialTimeout bounds the connect: --connect-timeout, and in client mode
 // never past the handshake timeout, which runs from accept.
 func (c *conn) dialTimeout() time.Duration {
-	d := c.l.srv.cfg.ConnectTimeout
+	d := c.cfg.ConnectTimeout
 	if c.o.dialFirst() {
-		d = min(d, c.l.srv.cfg.HandshakeTimeout)
+		d = min(d, c.cfg.HandshakeTimeout)
 	}
 	return d
 }
@@ -294,14 +299,14 @@ func (c *conn) dialDone() {
 		return
 	}
 	c.phase = phaseHandshake
-	c.l.timer.schedule(c, c.start.Add(c.l.srv.cfg.HandshakeTimeout))
+	c.l.timer.schedule(c, c.start.Add(c.cfg.HandshakeTimeout))
 }
 
 func (c *conn) startRelay(now time.Time) {
 	c.phase = phaseRelay
 	c.lastActive = now
 	var at time.Time
-	if idle := c.l.srv.cfg.IdleTimeout; idle > 0 {
+	if idle := c.cfg.IdleTimeout; idle > 0 {
 		at = now.Add(idle)
 	}
 	c.l.timer.schedule(c, at)
@@ -321,14 +326,14 @@ func (c *conn) onDeadline(now time.Time) {
 			if c.answered || c.phase != phaseHandshake {
 				return
 			}
-			c.end(ReasonClientHelloTimeout, fmt.Errorf("%w: no ClientHello within %s", ErrClientHelloTimeout, c.l.srv.cfg.ClientHelloTimeout))
+			c.end(ReasonClientHelloTimeout, fmt.Errorf("%w: no ClientHello within %s", ErrClientHelloTimeout, c.cfg.ClientHelloTimeout))
 			return
 		}
-		c.end(ReasonHandshakeTimeout, fmt.Errorf("%w within %s", ErrHandshakeTimeout, c.l.srv.cfg.HandshakeTimeout))
+		c.end(ReasonHandshakeTimeout, fmt.Errorf("%w within %s", ErrHandshakeTimeout, c.cfg.HandshakeTimeout))
 	case phaseDial:
-		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.l.srv.cfg.Target, c.dialTimeout()))
+		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.cfg.Target, c.dialTimeout()))
 	case phaseRelay, phaseDrain:
-		idle := c.l.srv.cfg.IdleTimeout
+		idle := c.cfg.IdleTimeout
 		if idle <= 0 {
 			return
 		}
@@ -351,7 +356,7 @@ func (c *conn) doneShaking() {
 // sendUpstreamHeader writes the configured header (the PROXY protocol) to
 // the upstream before any plaintext.
 func (c *conn) sendUpstreamHeader() {
-	build := c.l.srv.cfg.UpstreamHeader
+	build := c.cfg.UpstreamHeader
 	if build == nil {
 		return
 	}

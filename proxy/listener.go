@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ type listener struct {
 	fd       int
 	addr     net.Addr
 	unixPath string
+	keepFile atomic.Bool // the socket was handed over: leave the unix socket file
 	once     sync.Once
 }
 
@@ -99,7 +101,7 @@ func bind(t endpoint.Address) (net.Listener, error) {
 func (ln *listener) close() {
 	ln.once.Do(func() {
 		unix.Close(ln.fd)
-		if ln.unixPath != "" {
+		if ln.unixPath != "" && !ln.keepFile.Load() {
 			os.Remove(ln.unixPath)
 		}
 	})

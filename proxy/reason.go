@@ -125,7 +125,8 @@ func (c *conn) end(r CloseReason, err error) {
 	}
 	if r.failsHandshake() && c.phase == phaseHandshake && c.handshook.IsZero() {
 		c.tlsInfo.SNI = c.eng.ConnectionState().ServerName // the name asked for, refused or not
-		c.l.srv.cfg.Observer.Handshake(nil, time.Since(c.start), err)
+		err = c.routeFailure(c.tlsInfo.SNI, err)
+		c.cfg.Observer.Handshake(nil, time.Since(c.start), err)
 	}
 	if r.sendsAlert() {
 		c.tls.writable = true

@@ -275,7 +275,7 @@ func (c *conn) deliveredTLS(n int) {
 // accepting side: in client mode the accepted socket is the plaintext one.
 func (c *conn) countRelayed(fromTLS, toTLS int) {
 	from, to := c.o.fromClient(int64(fromTLS), int64(toTLS))
-	c.l.srv.cfg.Observer.Relayed(int(from), int(to))
+	c.cfg.Observer.Relayed(int(from), int(to))
 }
 
 // failTLS ends the connection on an engine error after the handshake. A
@@ -303,12 +303,12 @@ func (c *conn) explainRenegotiation(err error) error {
 	if c.o.tlsAccepted || !tlsstate.IsRenegotiationRefused(err) {
 		return nil
 	}
-	policy := c.l.srv.cfg.TLS.Renegotiation
+	policy := c.cfg.TLS.Renegotiation
 	switch policy {
 	case tls.RenegotiateNever:
-		return fmt.Errorf("server requested TLS renegotiation, refused by %s: %w", c.l.srv.cfg.renegotiationPolicy(policy), err)
+		return fmt.Errorf("server requested TLS renegotiation, refused by %s: %w", c.cfg.renegotiationPolicy(policy), err)
 	case tls.RenegotiateOnceAsClient:
-		return fmt.Errorf("server requested a second TLS renegotiation, refused by %s: %w", c.l.srv.cfg.renegotiationPolicy(policy), err)
+		return fmt.Errorf("server requested a second TLS renegotiation, refused by %s: %w", c.cfg.renegotiationPolicy(policy), err)
 	}
 	return nil
 }

@@ -111,6 +111,18 @@ type Config struct {
 	// "" = "the renegotiation policy".
 	ExplainRenegotiation func(tls.RenegotiationSupport) string
 
+	// Route, when set, picks the settings of the service a finished
+	// handshake's server name (SNI) belongs to; nil = none answers. The
+	// target, upstream header, idle timeout, log and observer then come
+	// from the route's Config (made with NewRoute), and Observer here sees
+	// only what happens before: refusals, evictions, failed handshakes.
+	// The same name must have chosen the route's TLS configuration.
+	Route func(serverName string) *Config
+
+	// Inherit, when not nil, is the listening socket of the server this
+	// one replaces (Server.HandOver); Listen is then not bound again.
+	Inherit *Handover
+
 	Log      zerolog.Logger
 	Observer Observer // metrics hooks; nil = none
 }
@@ -161,7 +173,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.TLS == nil {
 		return nil, errors.New("proxy: no TLS configuration")
 	}
-	ln, err := listen(cfg.Listen, cfg.ListenMode)
+	ln, err := cfg.Inherit.listener()
+	if cfg.Inherit == nil {
+		ln, err = listen(cfg.Listen, cfg.ListenMode)
+	}
 	if err != nil {
 		return nil, err
 	}

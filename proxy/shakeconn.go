@@ -49,7 +49,7 @@ func (c *conn) noteAnswer() {
 	if c.hs != nil {
 		c.l.srv.guard.answer(c.hs)
 	}
-	c.l.timer.schedule(c, c.start.Add(c.l.srv.cfg.HandshakeTimeout))
+	c.l.timer.schedule(c, c.start.Add(c.cfg.HandshakeTimeout))
 }
 
 // chargeHandshake accounts n ciphertext bytes received during a
@@ -64,7 +64,7 @@ func (c *conn) chargeHandshake(n int) bool {
 		cost += shakeBaseCost
 	}
 	c.shakeIn += n
-	if limit := c.l.srv.cfg.MaxClientCertBytes; limit > 0 && c.shakeIn > limit+handshakeAllowance {
+	if limit := c.cfg.MaxClientCertBytes; limit > 0 && c.shakeIn > limit+handshakeAllowance {
 		c.end(ReasonHandshakeTooLarge, fmt.Errorf("%w: the client sent over %d bytes during its handshake (--max-client-cert-bytes %d plus %d for the rest of its flight)",
 			ErrHandshakeTooLarge, limit+handshakeAllowance, limit, handshakeAllowance))
 		return false
@@ -90,7 +90,7 @@ func (c *conn) evict(v *shake) {
 		return
 	}
 	c.hs = nil // the guard has already given the slot back
-	c.l.srv.cfg.Observer.Evicted(v.evicted)
+	c.cfg.Observer.Evicted(v.evicted)
 	c.l.logLimit(evictionLine(&c.l.srv.cfg, v.evicted), nil)
 	if v.evicted == LimitHandshakeMemory {
 		c.end(ReasonHandshakeMemory, fmt.Errorf("%w: the oldest unfinished handshake is cut", ErrHandshakeMemory))

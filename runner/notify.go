@@ -57,7 +57,7 @@ type Alive interface {
 // as every service that can tell is alive: a wedged event loop stops the
 // pings, and systemd restarts moat (WatchdogSec=, Restart=). Without a
 // watchdog it returns at once.
-func (n *notifier) keepWatchdog(ctx context.Context, services []Service) {
+func (n *notifier) keepWatchdog(ctx context.Context, services func() []Service) {
 	if !n.on {
 		return
 	}
@@ -74,12 +74,12 @@ func (n *notifier) keepWatchdog(ctx context.Context, services []Service) {
 
 // pingWatchdog is keepWatchdog's goroutine; a named function, so that stack
 // dumps say what it is.
-func pingWatchdog(ctx context.Context, n *notifier, every time.Duration, services []Service) {
+func pingWatchdog(ctx context.Context, n *notifier, every time.Duration, services func() []Service) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	stalled := false
 	for {
-		if alive(ctx, services, every) {
+		if alive(ctx, services(), every) {
 			if stalled {
 				n.log.Info().Msg("event loops answer again; pinging the systemd watchdog")
 			}

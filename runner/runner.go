@@ -10,7 +10,9 @@
 //		Log:             log,
 //	})
 //
-// SIGHUP reloads every service's certificates. SIGTERM or SIGINT begins the
+// SIGHUP reloads every service's certificates, after Options.Reconfigure
+// (moat run's configuration file), which may Add, Replace and Remove
+// services while Run runs. SIGTERM or SIGINT begins the
 // shutdown: readiness fails at once, the services keep accepting for
 // ShutdownDelay, then stop accepting and get ShutdownTimeout to finish their
 // connections. A second SIGTERM or SIGINT ends Run at once.
@@ -70,6 +72,8 @@ type StatusPort interface {
 
 // Service is one server and what keeps it current.
 type Service struct {
+	// Name names the service in logs and readiness; "" for the only one.
+	Name   string
 	Server Server
 	// Certificates, when not nil, is reloaded on SIGHUP and whenever its
 	// files change.
@@ -106,6 +110,10 @@ type Options struct {
 	// Signals, when not nil, stands in for the process's SIGTERM, SIGINT
 	// and SIGHUP.
 	Signals <-chan os.Signal
+	// Reconfigure, when not nil, is called on SIGHUP before the
+	// certificates are reloaded; it may change the services through the
+	// Runner's Add, Replace and Remove.
+	Reconfigure func()
 	// Notify tells systemd (NOTIFY_SOCKET) when the services are ready,
 	// reloading and stopping, and pings its watchdog (WATCHDOG_USEC); see
 	// notifier. Only one Run in a process should set it.
@@ -131,10 +139,15 @@ type Runner struct {
 	notify   *notifier
 	serving  atomic.Bool // every service has been started
 	stopping atomic.Bool // a shutdown signal arrived
+	set      serviceSet
 }
 
 // New returns a Runner for o; call Run to start it.
-func New(o Options) *Runner { return &Runner{o: o, notify: newNotifier(o.Notify, o.Log)} }
+func New(o Options) *Runner {
+	r := &Runner{o: o, notify: newNotifier(o.Notify, o.Log)}
+	r.set.init(o.Services)
+	return r
+}
 
 // Run runs the services of o until they have shut down; see Runner.Run.
 func Run(ctx context.Context, o Options) error { return New(o).Run(ctx) }
@@ -146,7 +159,7 @@ func (r *Runner) Ready() bool {
 	if !r.serving.Load() || r.stopping.Load() {
 		return false
 	}
-	for _, s := range r.o.Services {
+	for _, s := range r.set.current() {
 		if s.Server.Draining() {
 			return false
 		}
@@ -179,15 +192,11 @@ func (r *Runner) Run(ctx context.Context) error {
 	if status != nil {
 		go serveStatus(status, r.o.Log)
 	}
-	for _, s := range r.o.Services {
-		ev := r.o.Log.Info().Str("listen", s.Server.Addr().String())
-		if s.Target != nil {
-			ev = ev.Str("target", s.Target.String())
-		}
-		ev.Msg("moat is listening")
+	for _, s := range r.set.current() {
+		s.logListening(r.o.Log)
 	}
 	r.notify.ready()
-	r.notify.keepWatchdog(ctx, r.o.Services)
+	r.notify.keepWatchdog(ctx, r.set.current)
 	err = r.supervise(ctx, sigs, served)
 	if status != nil {
 		closeStatus(status, errors.Is(err, ErrInterrupted))
@@ -214,26 +223,14 @@ func (r *Runner) openStatus() (StatusPort, error) {
 }
 
 // start serves every service and keeps its certificates and target fresh
-// until ctx ends. Each Serve's result arrives on the returned channel.
+// until ctx ends. The error of a Serve that returns while its service is
+// still in the set arrives on the returned channel.
 func (r *Runner) start(ctx context.Context) <-chan error {
-	served := make(chan error, len(r.o.Services))
-	every := cmp.Or(r.o.ResolveInterval, DefaultResolveInterval)
-	for _, s := range r.o.Services {
-		go serveService(ctx, s.Server, served)
-		if s.Target != nil {
-			go s.Target.KeepResolved(every, ctx.Done())
-		}
-		if s.Certificates != nil {
-			go s.Certificates.Watch(ctx, s.reported())
-		}
+	served := r.set.begin(ctx, cmp.Or(r.o.ResolveInterval, DefaultResolveInterval))
+	for _, rs := range r.set.running() {
+		r.set.launch(rs)
 	}
 	return served
-}
-
-// serveService runs one server; a named function, so that stack dumps say
-// what the goroutine is.
-func serveService(ctx context.Context, srv Server, served chan<- error) {
-	served <- srv.Serve(ctx)
 }
 
 // serveStatus serves the status port until it is closed.
@@ -289,7 +286,10 @@ func (r *Runner) supervise(ctx context.Context, sigs <-chan os.Signal, served <-
 func (r *Runner) reload() {
 	r.notify.reloading()
 	defer r.notify.ready()
-	for _, s := range r.o.Services {
+	if r.o.Reconfigure != nil {
+		r.o.Reconfigure()
+	}
+	for _, s := range r.set.current() {
 		if s.Certificates != nil {
 			s.reported()(s.Certificates.Reload())
 		}

@@ -44,9 +44,7 @@ func (r *Runner) shutdown(ctx context.Context, sig os.Signal, sigs <-chan os.Sig
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			for range r.o.Services {
-				<-served // each Serve returns once its Shutdown is done
-			}
+			r.set.wait() // each Serve returns once its Shutdown is done
 			return r.stopped(err)
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
@@ -72,11 +70,13 @@ func (r *Runner) drain(ctx context.Context, drained chan<- error) {
 	r.o.Log.Info().Msg("listener closed; waiting for open connections")
 	deadline, cancel := context.WithTimeout(context.Background(), r.o.ShutdownTimeout)
 	defer cancel()
-	errs := make([]error, len(r.o.Services))
+	live := r.set.close()
+	errs := make([]error, len(live)+1)
 	var wg sync.WaitGroup
-	for i, s := range r.o.Services {
+	for i, s := range live {
 		wg.Go(func() { errs[i] = s.Server.Shutdown(deadline) })
 	}
+	errs[len(live)] = r.set.retired.wait(deadline)
 	wg.Wait()
 	drained <- errors.Join(errs...)
 }
@@ -97,8 +97,8 @@ func (r *Runner) stopped(err error) error {
 // active is the number of connections open across every service.
 func (r *Runner) active() int64 {
 	var n int64
-	for _, s := range r.o.Services {
+	for _, s := range r.set.current() {
 		n += s.Server.Active()
 	}
-	return n
+	return n + r.set.retired.active()
 }

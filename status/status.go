@@ -49,6 +49,12 @@ type Config struct {
 	// Probes arrive every few seconds from every kubelet and load balancer,
 	// so wrap a real dial in Cached.
 	CheckUpstream func(ctx context.Context) error
+	// Services, when set, judges the readiness of a process that runs
+	// several services (after Draining; CheckUpstream is then unused): it
+	// returns why each service that is not ready is not, one line each,
+	// for every service, or only for the one named (GET
+	// /readyz?service=NAME), and whether that name is a service at all.
+	Services func(ctx context.Context, only string) (notReady []string, known bool)
 }
 
 // Server is the status HTTP server. New binds its socket; Serve serves it.
@@ -158,6 +164,22 @@ func (s *Server) routes() *http.ServeMux {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	only := r.URL.Query().Get("service")
+	if s.cfg.Services != nil && (s.cfg.Draining == nil || !s.cfg.Draining()) {
+		reasons, known := s.cfg.Services(r.Context(), only)
+		switch {
+		case !known:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, "no service %.100q\n", only)
+			return
+		case len(reasons) > 0:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not ready: "+strings.Join(reasons, "; "))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+		return
+	}
 	if reason := s.notReady(r.Context()); reason != "" {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, reason)
