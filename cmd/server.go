@@ -97,6 +97,9 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 		log.Warn().Str("sha256_fingerprint", certs.Fingerprint(leaf)).Strs("hosts", o.selfHosts).
 			Time("not_after", leaf.NotAfter).Msg("serving a self-signed certificate generated at start-up; clients will not trust it")
 	}
+	if err := o.applyCRL(src); err != nil {
+		return proxy.Config{}, nil, err
+	}
 	tlsConfig := src.ServerTLSConfig(o.policy, !o.disableAuth)
 	tlsConfig.SessionTicketsDisabled = !o.tickets
 	cfg := o.common.proxyConfig(proxy.ModeServer, listen, target, tlsConfig, log)

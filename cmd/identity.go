@@ -1,0 +1,307 @@
+package cmd
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/pflag"
+
+	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/runner"
+)
+
+// verifyOptions are client mode's identity flags: which server moat may
+// talk to, by identity rather than by host name. ghostunnel's spellings,
+// --verify-uri-san and --verify-dns-san, are accepted beside the short ones.
+type verifyOptions struct {
+	uris, uriSANs, dnsNames, dnsSANs, cns, ous []string
+	overrideServerName                         string
+}
+
+func (v *verifyOptions) register(f *pflag.FlagSet) {
+	f.StringArrayVar(&v.uris, "verify-uri", nil, "accept only a server whose certificate has this URI SAN, e.g. spiffe://td/ns/db/sa/postgres; /* and /** wildcards as in --allow-uri (repeatable; any one --verify-* match admits; replaces the host name check; needs --cacert)")
+	f.StringArrayVar(&v.uriSANs, "verify-uri-san", nil, "same as --verify-uri")
+	f.StringArrayVar(&v.dnsNames, "verify-dns", nil, "accept only a server whose certificate has this DNS SAN (repeatable)")
+	f.StringArrayVar(&v.dnsSANs, "verify-dns-san", nil, "same as --verify-dns")
+	f.StringArrayVar(&v.cns, "verify-cn", nil, "accept only a server whose certificate subject CN is this (repeatable)")
+	f.StringArrayVar(&v.ous, "verify-ou", nil, "accept only a server whose certificate has this subject OU (repeatable)")
+	f.StringVar(&v.overrideServerName, "override-server-name", "", "same as --server-name: the name sent as SNI and, without --verify-*, verified")
+}
+
+// policy gathers the rules of every --verify-* flag.
+func (v *verifyOptions) policy() certs.Policy {
+	return certs.Policy{
+		URIs:     append(append([]string(nil), v.uris...), v.uriSANs...),
+		DNSNames: append(append([]string(nil), v.dnsNames...), v.dnsSANs...),
+		CNs:      v.cns,
+		OUs:      v.ous,
+	}
+}
+
+// firstFlag names a --verify-* flag that was given, for an error.
+func (v *verifyOptions) firstFlag() string {
+	for _, f := range []struct {
+		name string
+		set  []string
+	}{{"verify-uri", v.uris}, {"verify-uri-san", v.uriSANs}, {"verify-dns", v.dnsNames}, {"verify-dns-san", v.dnsSANs}, {"verify-cn", v.cns}, {"verify-ou", v.ous}} {
+		if len(f.set) > 0 {
+			return f.name
+		}
+	}
+	return ""
+}
+
+// check refuses a --verify-uri that is not a usable pattern.
+func (v *verifyOptions) check() error {
+	for _, f := range []struct {
+		name string
+		set  []string
+	}{{"verify-uri", v.uris}, {"verify-uri-san", v.uriSANs}} {
+		for _, u := range f.set {
+			if err := certs.CheckURIPattern(u); err != nil {
+				return flagError(f.name, "%v", err)
+			}
+		}
+	}
+	return nil
+}
+
+// serverName merges --server-name and --override-server-name.
+func (v *verifyOptions) serverName(serverName string) (string, error) {
+	switch o := v.overrideServerName; {
+	case o == "":
+		return serverName, nil
+	case serverName != "" && serverName != o:
+		return "", flagError("override-server-name", "%.80q differs from --server-name %.80q; give one of them", o, serverName)
+	default:
+		return o, nil
+	}
+}
+
+// verifyServer replaces crypto/tls's check of the server with
+// certs.ServerCheck when --verify-* or --crl asks for more than it does:
+// the chain is still verified against --cacert, then the identity rules
+// (or, without any, the server name) and the CRLs decide.
+func (o *clientOptions) verifyServer(cfg *tls.Config, pool *x509.CertPool, cas []*x509.Certificate) error {
+	if err := o.verify.check(); err != nil {
+		return err
+	}
+	p := o.verify.policy()
+	named := o.verify.firstFlag() != ""
+	if !named && len(o.common.crl.files) == 0 {
+		return nil
+	}
+	if pool == nil {
+		if named {
+			return flagError(o.verify.firstFlag(), "needs --cacert: the server's chain is verified against it before its identity is checked")
+		}
+		return flagError("crl", "needs --cacert: each CRL's signature is verified against the CA bundle")
+	}
+	rev, err := o.common.crl.load(func() []*x509.Certificate { return cas })
+	if err != nil {
+		return err
+	}
+	p.Revocation = rev
+	cfg.InsecureSkipVerify = true // replaced by the check below, which verifies the chain itself
+	cfg.VerifyConnection = certs.ServerCheck{
+		Roots:      func() *x509.CertPool { return pool },
+		Name:       cfg.ServerName,
+		Identities: p,
+	}.Verify
+	return nil
+}
+
+// crlOptions are the revocation flags of both modes.
+type crlOptions struct {
+	files   []string
+	expired string
+	list    *certs.RevocationList // loaded by load
+}
+
+func (c *crlOptions) register(f *pflag.FlagSet) {
+	f.StringArrayVar(&c.files, "crl", nil, "PEM or DER certificate revocation list, signed by a CA of the CA bundle; a peer certificate (leaf or intermediate) it lists is refused (repeatable; reloaded on change and on SIGHUP)")
+	f.StringVar(&c.expired, "crl-expired", "warn", "what a CRL past its nextUpdate means: warn (keep using it, log a warning) or refuse (refuse every certificate of its issuer)")
+}
+
+// load reads the --crl files, verifying each against the CA certificates
+// authorities returns (read again on every reload). Without --crl it
+// returns nil: no revocation checks.
+func (c *crlOptions) load(authorities func() []*x509.Certificate) (*certs.RevocationList, error) {
+	var policy certs.ExpiredCRLPolicy
+	switch c.expired {
+	case "warn":
+		policy = certs.CRLExpiredWarn
+	case "refuse":
+		policy = certs.CRLExpiredRefuse
+	default:
+		return nil, flagError("crl-expired", "%q: want warn or refuse", c.expired)
+	}
+	if len(c.files) == 0 {
+		return nil, nil
+	}
+	list, err := certs.NewRevocationList(c.files, authorities, policy)
+	if err != nil {
+		return nil, flagError("crl", "%v", err)
+	}
+	c.list = list
+	return list, nil
+}
+
+// applyCRL loads the --crl files of server mode, verified against the CA
+// bundle of src, into the client policy.
+func (o *serverOptions) applyCRL(src *certs.Source) error {
+	if len(o.common.crl.files) > 0 && o.disableAuth {
+		return flagError("crl", "cannot be combined with --disable-authentication: there is no client certificate to check")
+	}
+	rev, err := o.common.crl.load(src.CACertificates)
+	if err != nil {
+		return err
+	}
+	o.policy.Revocation = rev
+	return nil
+}
+
+// crlCheckInterval is how often a running moat looks for a CRL that went
+// past its nextUpdate without a new file, to warn about it.
+const crlCheckInterval = 30 * time.Second
+
+// crlWatch is the --crl lists as a runner.Certificates: reloaded on SIGHUP
+// and when their files change, reporting through report; it also warns,
+// once per CRL, when one goes past its nextUpdate.
+type crlWatch struct {
+	list   *certs.RevocationList
+	log    zerolog.Logger
+	status *statusOptions
+
+	refuse bool // --crl-expired=refuse
+
+	mu     sync.Mutex
+	warned map[string]time.Time // file → the nextUpdate already warned about
+}
+
+func newCRLWatch(list *certs.RevocationList, log zerolog.Logger, status *statusOptions) *crlWatch {
+	return &crlWatch{list: list, log: log, status: status, warned: map[string]time.Time{}}
+}
+
+func (w *crlWatch) Reload() error { return w.list.Reload() }
+
+func (w *crlWatch) Watch(ctx context.Context, report func(error)) {
+	go w.list.Watch(ctx, report)
+	t := time.NewTicker(crlCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.warnExpired()
+		}
+	}
+}
+
+// report logs and counts a reload of the lists.
+func (w *crlWatch) report(err error) {
+	if w.status.run != nil {
+		w.status.run.metrics.Reload(err)
+	}
+	if err != nil {
+		w.log.Error().Err(err).Msg("CRL reload failed; the previous revocation lists stay in service")
+		return
+	}
+	w.loaded("revocation lists reloaded")
+}
+
+// loaded logs the lists in service, exports their nextUpdate and warns
+// about expired ones.
+func (w *crlWatch) loaded(msg string) {
+	next := map[string]time.Time{}
+	revoked := 0
+	for _, c := range w.list.CRLs() {
+		revoked += c.Revoked
+		if t, ok := next[c.File]; !ok || (!c.NextUpdate.IsZero() && c.NextUpdate.Before(t)) {
+			next[c.File] = c.NextUpdate
+		}
+	}
+	if w.status.run != nil {
+		w.status.run.metrics.CRLsLoaded(next)
+	}
+	w.log.Info().Int("crls", len(w.list.CRLs())).Int("revoked_serials", revoked).Msg(msg)
+	w.mu.Lock()
+	w.warned = map[string]time.Time{}
+	w.mu.Unlock()
+	w.warnExpired()
+}
+
+func (w *crlWatch) warnExpired() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, c := range w.list.Expired(time.Now()) {
+		if w.warned[c.File].Equal(c.NextUpdate) {
+			continue
+		}
+		w.warned[c.File] = c.NextUpdate
+		w.log.Warn().Str("crl", c.File).Str("issuer", c.Issuer).Time("next_update", c.NextUpdate).
+			Msg("CRL is past its nextUpdate; " + expiredConsequence[w.refuse])
+	}
+}
+
+var expiredConsequence = map[bool]string{
+	false: "its revocations still apply (--crl-expired=warn); publish a fresh CRL",
+	true:  "every certificate of its issuer is refused (--crl-expired=refuse) until a fresh CRL is loaded",
+}
+
+// reloadGroup is several reloadable sources as one runner.Certificates;
+// each reports its own outcome, so the runner's OnReload stays nil.
+type reloadGroup []reloadMember
+
+type reloadMember struct {
+	c      runner.Certificates
+	report func(error)
+}
+
+func (g reloadGroup) Reload() error {
+	var errs []error
+	for _, m := range g {
+		err := m.c.Reload()
+		m.report(err)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (g reloadGroup) Watch(ctx context.Context, _ func(error)) {
+	var wg sync.WaitGroup
+	for _, m := range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.c.Watch(ctx, m.report)
+		}()
+	}
+	wg.Wait()
+}
+
+// addTo makes the --crl lists part of svc's reloads, beside its
+// certificates.
+func (c *crlOptions) addTo(svc *runner.Service, log zerolog.Logger, status *statusOptions) {
+	if c.list == nil {
+		return
+	}
+	w := newCRLWatch(c.list, log, status)
+	w.refuse = c.expired == "refuse"
+	w.loaded("revocation lists loaded")
+	g := reloadGroup{{c: w, report: w.report}}
+	if svc.Certificates != nil {
+		report := svc.OnReload
+		if report == nil {
+			report = func(error) {}
+		}
+		g = append(reloadGroup{{c: svc.Certificates, report: report}}, g...)
+	}
+	svc.Certificates, svc.OnReload = g, nil
+}
