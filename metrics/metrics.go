@@ -68,6 +68,9 @@ type okKey struct{ version, group uint16 }
 var tlsGroups = []tls.CurveID{tls.X25519MLKEM768, tls.SecP256r1MLKEM768, tls.SecP384r1MLKEM1024,
 	tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521, 0}
 
+// hybridGroups are the post-quantum hybrid groups, TLS 1.3 only.
+var hybridGroups = map[tls.CurveID]bool{tls.X25519MLKEM768: true, tls.SecP256r1MLKEM768: true, tls.SecP384r1MLKEM1024: true}
+
 func groupLabel(g tls.CurveID) string {
 	if g == 0 {
 		return "none"
@@ -115,10 +118,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		[]string{"result", "version", "group"})
 	m.handshakes = handshakes
 	m.handshakeOK = make(map[okKey]prometheus.Counter, len(tlsVersions)*len(tlsGroups))
-	for v, name := range tlsVersions {
+	// The versions moat accepts get their children at once; the others,
+	// and hybrid groups under TLS 1.2, which has none, only if ever seen.
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		for _, g := range tlsGroups {
-			if v == tls.VersionTLS13 || g < tls.X25519MLKEM768 { // no hybrid groups below TLS 1.3
-				m.handshakeOK[okKey{v, uint16(g)}] = handshakes.WithLabelValues("ok", name, groupLabel(g))
+			if v == tls.VersionTLS13 || !hybridGroups[g] {
+				m.handshakeOK[okKey{v, uint16(g)}] = handshakes.WithLabelValues("ok", tlsVersions[v], groupLabel(g))
 			}
 		}
 	}
