@@ -69,10 +69,14 @@ func (ca *opensslCA) issue(t testing.TB, name, subject string, ext ...string) (c
 }
 
 // revoke marks crt revoked in the CA's database.
-func (ca *opensslCA) revoke(t testing.TB, crt string) { ca.run(t, "ca", "-config", ca.cnf, "-revoke", crt) }
+func (ca *opensslCA) revoke(t testing.TB, crt string) {
+	ca.run(t, "ca", "-config", ca.cnf, "-revoke", crt)
+}
 
 // gencrl writes the CA's current CRL, PEM, to out.
-func (ca *opensslCA) gencrl(t testing.TB, out string) { ca.run(t, "ca", "-config", ca.cnf, "-gencrl", "-out", out) }
+func (ca *opensslCA) gencrl(t testing.TB, out string) {
+	ca.run(t, "ca", "-config", ca.cnf, "-gencrl", "-out", out)
+}
 
 // goCRL signs a CRL with crypto/x509, revoking serials, valid until next,
 // and returns it DER encoded.
@@ -90,7 +94,9 @@ func goCRL(t testing.TB, ca *testpki.CA, next time.Time, serials ...*big.Int) []
 	return der
 }
 
-func pemCRL(der []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})) }
+func pemCRL(der []byte) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+}
 
 // kubeDir lays out files the way a Kubernetes ConfigMap or Secret volume
 // does: name -> ..data/name, ..data -> a timestamped directory, so that
