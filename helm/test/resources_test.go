@@ -193,6 +193,10 @@ func TestRefusedValues(t *testing.T) {
 		{"host name target", valueSet{args: []string{"--set", "target=db.internal:5432"}}, "set unsafeTarget=true"},
 		{"target outside the pod in a parent chart", valueSet{chart: parentChart, args: []string{"--set", "moat.target=0.0.0.0:5000"}}, "set unsafeTarget=true"},
 		{"unsafeTarget not a boolean", valueSet{args: []string{"--set", "unsafeTarget=yes"}}, "/unsafeTarget"},
+		{"crl without mtls", valueSet{args: []string{"--set", "mtls.crl.configMap=crls"}}, "mtls.crl needs mtls.enabled"},
+		{"crl from both a ConfigMap and a Secret", valueSet{args: []string{"--set", "mtls.enabled=true", "--set", "mtls.allowAll=true",
+			"--set", "mtls.crl.configMap=crls", "--set", "mtls.crl.secretName=crls"}}, "not both"},
+		{"crl-expired neither warn nor refuse", valueSet{args: []string{"--set", "mtls.crl.expired=ignore"}}, "/mtls/crl/expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.v.name, tc.v.release = tc.name, "rel"
