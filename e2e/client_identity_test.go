@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -185,6 +186,44 @@ func TestIdentityFlagsBadInput(t *testing.T) {
 					t.Fatalf("error %q does not mention %q", out, w)
 				}
 			}
+		})
+	}
+}
+
+// TestClientResumptionRefusedAfterServerRevoked: moat client resumes its
+// session with a Go server (TLS 1.2 and 1.3) while the server's
+// certificate is good; once a CRL swapped into the watched volume revokes
+// it, the next connection, which offers that session again, is refused.
+func TestClientResumptionRefusedAfterServerRevoked(t *testing.T) {
+	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(version), func(t *testing.T) {
+			ca := testpki.NewCA()
+			leaf := ca.Issue("127.0.0.1")
+			cfg := serverConfig(leaf)
+			cfg.MaxVersion = version
+			srv := startGoServer(t, cfg)
+			vol := newKubeDir(t, map[string]string{"ca.crl": pemCRL(goCRL(t, ca, time.Now().Add(time.Hour)))})
+			moat, listen := startClient(t, srv.addr, "--cacert", writeCA(t, ca), "--crl", vol.path("ca.crl"))
+			for i, resumed := range []bool{false, true} {
+				a := dialApp(t, "tcp", listen)
+				sc := srv.next(t)
+				if sc.handshakeErr != nil || sc.state.DidResume != resumed {
+					t.Fatalf("connection %d: handshake %v, resumed %v; want resumed %v", i+1, sc.handshakeErr, sc.state.DidResume, resumed)
+				}
+				a.writeLine(t, "ping") // lets moat read the TLS 1.3 session ticket
+				sc.expectLine(t, "ping")
+				a.Close()
+			}
+			vol.swap(t, map[string]string{"ca.crl": pemCRL(goCRL(t, ca, time.Now().Add(time.Hour), leaf.Cert.SerialNumber))})
+			moat.waitFor(t, "revocation lists reloaded", step)
+			a := dialApp(t, "tcp", listen)
+			a.writeLine(t, "secret-app-bytes")
+			a.expectClosed(t)
+			sc := srv.next(t)
+			if sc.handshakeErr == nil {
+				t.Fatal("the server completed a handshake after its certificate was revoked")
+			}
+			moat.waitFor(t, `"auth_refused":"revoked"`, step)
 		})
 	}
 }
