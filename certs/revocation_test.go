@@ -17,7 +17,7 @@ import (
 )
 
 // makeCRL signs a CRL by ca listing serials, valid until next.
-func makeCRL(t *testing.T, ca *testpki.CA, next time.Time, serials ...*big.Int) []byte {
+func makeCRL(t testing.TB, ca *testpki.CA, next time.Time, serials ...*big.Int) []byte {
 	t.Helper()
 	tmpl := &x509.RevocationList{Number: big.NewInt(time.Now().UnixNano()), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: next}
 	for _, s := range serials {
@@ -38,7 +38,7 @@ func crlPEM(ders ...[]byte) []byte {
 	return b
 }
 
-func writeCRL(t *testing.T, dir, name string, data []byte) string {
+func writeCRL(t testing.TB, dir, name string, data []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, data, 0o600); err != nil {
@@ -193,4 +193,31 @@ func TestServerCheckIdentityReplacesHostName(t *testing.T) {
 			t.Errorf("%s: got %v, want reason %s requiring %q", tc.name, err, tc.want, tc.required)
 		}
 	}
+}
+
+// BenchmarkRevocationCheck measures what --crl adds to a handshake: the
+// lookup of a two-certificate chain in a CRL of 100,000 entries.
+func BenchmarkRevocationCheck(b *testing.B) {
+	root := testpki.NewCA()
+	leaf := root.IssueClient("leaf")
+	serials := make([]*big.Int, 100000)
+	for i := range serials {
+		serials[i] = big.NewInt(int64(1_000_000 + i))
+	}
+	path := writeCRL(b, b.TempDir(), "big.crl", makeCRL(b, root, time.Now().Add(time.Hour), serials...))
+	start := time.Now()
+	r, err := NewRevocationList([]string{path}, func() []*x509.Certificate { return []*x509.Certificate{root.Cert} }, CRLExpiredWarn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	load := time.Since(start)
+	chains := [][]*x509.Certificate{{leaf.Cert, root.Cert}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := r.check(chains, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(load.Milliseconds()), "load-ms")
 }
