@@ -56,8 +56,9 @@ type RevocationList struct {
 
 // crlSet is one generation of parsed CRLs.
 type crlSet struct {
-	sum   [sha256.Size]byte
-	lists []*crl
+	sum    [sha256.Size]byte // of the CRL files' bytes
+	casSum [sha256.Size]byte // of the CAs they were verified against
+	lists  []*crl
 }
 
 // crl is one parsed CRL and the CA whose key signed it.
@@ -103,22 +104,34 @@ func (r *RevocationList) reload() reloadResult {
 	if err != nil {
 		return r.failed(sum, err)
 	}
-	// The same bytes parse the same, but the trust bundle may have changed
-	// under them; a CRL that no longer verifies must be noticed.
-	if cur := r.current.Load(); cur != nil && cur.sum == sum {
-		if _, err := r.parse(data, sum); err != nil {
-			return r.failed(sum, err)
-		}
+	cas := r.authorities()
+	casSum := certsSum(cas)
+	// The same bytes verified by the same CAs parse the same; a trust
+	// bundle that changed under them must be checked again.
+	if cur := r.current.Load(); cur != nil && cur.sum == sum && cur.casSum == casSum {
 		r.failedOnce = false
 		return reloadResult{}
 	}
-	set, err := r.parse(data, sum)
+	set, err := r.parse(data, sum, cas)
 	if err != nil {
 		return r.failed(sum, err)
 	}
+	set.casSum = casSum
 	r.failedOnce = false
 	r.current.Store(set)
 	return reloadResult{changed: true}
+}
+
+// certsSum identifies a set of CA certificates.
+func certsSum(cas []*x509.Certificate) [sha256.Size]byte {
+	h := sha256.New()
+	for _, c := range cas {
+		fmt.Fprintf(h, "%d:", len(c.Raw))
+		h.Write(c.Raw)
+	}
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 func (r *RevocationList) failed(sum [sha256.Size]byte, err error) reloadResult {
@@ -161,9 +174,8 @@ func (r *RevocationList) readAll() ([][]byte, [sha256.Size]byte, error) {
 	return out, sum, nil
 }
 
-func (r *RevocationList) parse(data [][]byte, sum [sha256.Size]byte) (*crlSet, error) {
+func (r *RevocationList) parse(data [][]byte, sum [sha256.Size]byte, cas []*x509.Certificate) (*crlSet, error) {
 	set := &crlSet{sum: sum}
-	cas := r.authorities()
 	for i, b := range data {
 		lists, err := parseCRLs(b)
 		if err != nil {

@@ -221,3 +221,26 @@ func BenchmarkRevocationCheck(b *testing.B) {
 	}
 	b.ReportMetric(float64(load.Milliseconds()), "load-ms")
 }
+
+// TestRevocationListFollowsTheTrustBundle: unchanged CRL files are checked
+// again when the CA bundle changes; a CRL whose signer left the bundle is a
+// failed reload, and the lists in service stay.
+func TestRevocationListFollowsTheTrustBundle(t *testing.T) {
+	root, other := testpki.NewCA(), testpki.NewNamedCA("other")
+	cas := []*x509.Certificate{root.Cert}
+	path := writeCRL(t, t.TempDir(), "ca.crl", makeCRL(t, root, time.Now().Add(time.Hour), big.NewInt(5)))
+	r, err := NewRevocationList([]string{path}, func() []*x509.Certificate { return cas }, CRLExpiredWarn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := r.reload(); res.changed || res.err != nil {
+		t.Fatalf("a reload of unchanged files against an unchanged bundle: %+v", res)
+	}
+	cas = []*x509.Certificate{other.Cert}
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "not a CA in the CA bundle") {
+		t.Fatalf("reload after the signer left the bundle: %v", err)
+	}
+	if len(r.CRLs()) != 1 {
+		t.Fatal("the lists in service were dropped")
+	}
+}
