@@ -109,4 +109,3 @@ func (o *clientOptions) verifyServer(cfg *tls.Config, pool *x509.CertPool, cas [
 	}.Verify
 	return nil
 }
-
