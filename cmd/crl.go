@@ -144,13 +144,16 @@ func (w *crlWatch) warnExpired() {
 		}
 		w.warned[c.File] = c.NextUpdate
 		w.log.Warn().Str("crl", c.File).Str("issuer", c.Issuer).Time("next_update", c.NextUpdate).
-			Msg("CRL is past its nextUpdate; " + expiredConsequence[w.refuse])
+			Msg("CRL is past its nextUpdate; " + w.expiredConsequence())
 	}
 }
 
-var expiredConsequence = map[bool]string{
-	false: "its revocations still apply (--crl-expired=warn); publish a fresh CRL",
-	true:  "every certificate of its issuer is refused (--crl-expired=refuse) until a fresh CRL is loaded",
+// expiredConsequence says what a stale CRL does under --crl-expired.
+func (w *crlWatch) expiredConsequence() string {
+	if w.refuse {
+		return "every certificate of its issuer is refused (--crl-expired=refuse) until a fresh CRL is loaded"
+	}
+	return "its revocations still apply (--crl-expired=warn); publish a fresh CRL"
 }
 
 // reloadGroup is several reloadable sources as one runner.Certificates;
