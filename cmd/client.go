@@ -99,8 +99,8 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 	if serverName == "" {
 		serverName = target.Host()
 	}
-	if serverName == "" {
-		return nil, nil, flagError("server-name", "required when --target is a unix socket")
+	if serverName == "" && o.verify.firstFlag() == "" { // --verify-* checks an identity, not a name
+		return nil, nil, flagError("server-name", "required when --target is a unix socket (or give --verify-*)")
 	}
 	if o.sessionCacheSize < 0 {
 		return nil, nil, flagError("session-cache-size", "must not be negative")
