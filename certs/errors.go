@@ -15,9 +15,10 @@ const (
 	RoleCertificate FileRole = iota + 1 // a PEM certificate chain, leaf first
 	RoleKey                             // the private key of a certificate
 	RoleCABundle                        // the CAs a peer's certificate must chain to
+	RoleCRL                             // a certificate revocation list (PEM or DER)
 )
 
-var fileRoleNames = [...]string{RoleCertificate: "certificate", RoleKey: "key", RoleCABundle: "CA bundle"}
+var fileRoleNames = [...]string{RoleCertificate: "certificate", RoleKey: "key", RoleCABundle: "CA bundle", RoleCRL: "CRL"}
 
 func (r FileRole) String() string {
 	if r > 0 && int(r) < len(fileRoleNames) {

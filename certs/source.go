@@ -33,8 +33,9 @@ type Source struct {
 
 // material is one consistent generation of everything a Source serves.
 type material struct {
-	cert *tls.Certificate  // nil when the Source only carries a CA bundle
-	pool *x509.CertPool    // nil when there is no CA bundle
+	cert *tls.Certificate // nil when the Source only carries a CA bundle
+	pool *x509.CertPool   // nil when there is no CA bundle
+	cas  []*x509.Certificate
 	sum  [sha256.Size]byte // of the file bytes this was parsed from
 }
 
@@ -237,7 +238,7 @@ func (s *Source) parse(f fileSet, sum [sha256.Size]byte) (*material, error) {
 		}
 	}
 	if len(f.ca) > 0 || (s.caFile != "" && !s.caOptional) {
-		if m.pool, _, err = parseCAPool(s.caFile, f.ca); err != nil {
+		if m.pool, m.cas, err = parseCAPool(s.caFile, f.ca); err != nil {
 			return nil, err
 		}
 	}
@@ -249,6 +250,11 @@ func (s *Source) Certificate() *tls.Certificate { return s.current.Load().cert }
 
 // CAPool returns the CA bundle in service, or nil if there is none.
 func (s *Source) CAPool() *x509.CertPool { return s.current.Load().pool }
+
+// CACertificates returns the certificates of the CA bundle in service (nil
+// if there is none), for checking the signatures of CRLs. The slice is
+// shared: do not modify it.
+func (s *Source) CACertificates() []*x509.Certificate { return s.current.Load().cas }
 
 // GetCertificate is a tls.Config.GetCertificate that serves the certificate
 // in service at the moment of the handshake; with further key pairs, the

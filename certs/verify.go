@@ -24,6 +24,9 @@ import (
 type Policy struct {
 	CNs, OUs, DNSNames, URIs []string
 	AllowAll                 bool
+	// Revocation, when not nil, refuses a certificate (leaf or
+	// intermediate) its issuer's CRL lists, whichever rule allows it.
+	Revocation *RevocationList
 }
 
 func (p Policy) allows(leaf *x509.Certificate) bool {
@@ -61,20 +64,45 @@ const (
 	ReasonExpired    Reason = "expired"     // outside its validity period
 	ReasonNotAllowed Reason = "not-allowed" // verified, but no Policy rule matches
 	ReasonBadCert    Reason = "bad-cert"    // anything else: wrong key usage, malformed, an invalid SPIFFE ID
+	ReasonRevoked    Reason = "revoked"     // it, or a CA of its chain, is listed by its issuer's CRL
+	ReasonCRLExpired Reason = "crl-expired" // its issuer's CRL is past nextUpdate, and expired CRLs are refused
 )
+
+// PeerRole says which side's certificate an AuthError is about.
+type PeerRole uint8
+
+// The peers whose certificates moat checks.
+const (
+	PeerClient PeerRole = iota // server mode checks clients
+	PeerServer                 // client mode checks the server
+)
+
+func (r PeerRole) String() string {
+	if r == PeerServer {
+		return "server"
+	}
+	return "client"
+}
 
 // AuthError is why a client was refused. errors.As(err, new(tls.AlertError))
 // yields the alert the client is sent (see Alert).
 type AuthError struct {
 	Reason   Reason
-	Identity string // who the certificate says the client is, for logs
+	Identity string // who the certificate says the peer is, for logs
+	// Required is, for ReasonNotAllowed in client mode, the identities the
+	// server had to have (see Policy.Describe).
+	Required string
+	Peer     PeerRole
 	Err      error
 }
 
 func (e *AuthError) Error() string {
-	msg := "client certificate refused (" + string(e.Reason) + ")"
+	msg := e.Peer.String() + " certificate refused (" + string(e.Reason) + ")"
 	if e.Identity != "" {
 		msg += " for " + e.Identity
+	}
+	if e.Required != "" {
+		msg += "; required " + e.Required
 	}
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
@@ -215,7 +243,8 @@ func verifyClient(pool *x509.CertPool, p Policy, chain []*x509.Certificate, now 
 	for _, c := range chain[1:] {
 		opts.Intermediates.AddCert(c)
 	}
-	if _, err := leaf.Verify(opts); err != nil {
+	chains, err := leaf.Verify(opts)
+	if err != nil {
 		return &AuthError{Reason: verifyReason(err), Identity: id, Err: err}
 	}
 	if err := checkCertSPIFFEIDs(leaf); err != nil {
@@ -223,6 +252,9 @@ func verifyClient(pool *x509.CertPool, p Policy, chain []*x509.Certificate, now 
 		// rules, --allow-all included, and reported as the certificate's
 		// fault so that the operator looks at its issuer, not at the flags.
 		return &AuthError{Reason: ReasonBadCert, Identity: id, Err: err}
+	}
+	if err := p.Revocation.check(chains, now); err != nil {
+		return &AuthError{Reason: revocationReason(err), Identity: id, Err: err}
 	}
 	if !p.allows(leaf) {
 		return &AuthError{Reason: ReasonNotAllowed, Identity: id, Err: errors.New("no allow rule matches")}

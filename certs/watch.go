@@ -59,7 +59,19 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 	for _, p := range s.more {
 		go p.Watch(ctx, onReload)
 	}
-	events := watchDirs(ctx, s.dirs())
+	watching := func() {
+		if testHookWatching != nil {
+			testHookWatching(s)
+		}
+	}
+	watchFiles(ctx, s.dirs(), func() { s.check(onReload) }, watching)
+}
+
+// watchFiles calls check whenever something changes in dirs, debounced,
+// and every resync interval, until ctx is done. watching is called once the
+// watches are in place and the first check is done.
+func watchFiles(ctx context.Context, dirs []string, check, watching func()) {
+	events := watchDirs(ctx, dirs)
 	tick := resyncInterval
 	if events == nil {
 		tick = pollInterval
@@ -71,10 +83,8 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 	var pendingSince time.Time
 
 	// Files may have changed before the watches were in place.
-	s.check(onReload)
-	if testHookWatching != nil {
-		testHookWatching(s)
-	}
+	check()
+	watching()
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,7 +93,7 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 			if !ok { // watcher broke (a directory vanished): poll
 				events = nil
 				ticker.Reset(pollInterval)
-				s.check(onReload)
+				check()
 				continue
 			}
 			if pendingSince.IsZero() {
@@ -94,9 +104,9 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 			}
 		case <-debounce.C:
 			pendingSince = time.Time{}
-			s.check(onReload)
+			check()
 		case <-ticker.C:
-			s.check(onReload)
+			check()
 		}
 	}
 }
@@ -113,10 +123,13 @@ func (s *Source) check(onReload func(error)) {
 }
 
 // dirs is the set of directories holding the Source's files.
-func (s *Source) dirs() []string {
+func (s *Source) dirs() []string { return dirsOf(s.files()) }
+
+// dirsOf is the set of directories holding files.
+func dirsOf(files []string) []string {
 	seen := map[string]bool{}
 	var out []string
-	for _, f := range s.files() {
+	for _, f := range files {
 		d := filepath.Dir(f)
 		if !seen[d] {
 			seen[d] = true

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ type clientOptions struct {
 	serverName       string
 	renegotiation    string
 	sessionCacheSize int
+	verify           verifyOptions // --verify-*, --override-server-name
 }
 
 func newClientCommand(logs *logOptions) *cobra.Command { return newClientMode(logs).cmd }
@@ -59,6 +61,7 @@ request a client certificate for a protected resource. --renegotiation never
 	f.StringVar(&o.serverName, "server-name", "", "name the server certificate must carry, also sent as SNI (default: the host of --target)")
 	f.StringVar(&o.renegotiation, "renegotiation", "never", "TLS 1.2 renegotiation requested by the server: never, once (per connection) or freely")
 	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
+	o.verify.register(f)
 	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
 
@@ -74,8 +77,12 @@ func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 	}
 	cfg := o.common.proxyConfig(proxy.ModeClient, listen, target, tlsConfig, log)
 	cfg.ListenMode = mode
-	log.Info().Str("server_name", tlsConfig.ServerName).Str("renegotiation", o.renegotiation).
-		Bool("client_certificate", src != nil).Msg("client mode: verifying the server certificate")
+	ev := log.Info().Str("server_name", tlsConfig.ServerName).Str("renegotiation", o.renegotiation).
+		Bool("client_certificate", src != nil)
+	if p := o.verify.policy(); p.Describe() != "" {
+		ev = ev.Str("verify_identity", p.Describe()) // replaces the server name check
+	}
+	ev.Msg("client mode: verifying the server certificate")
 	return cfg, src, nil
 }
 
@@ -86,15 +93,18 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := checkServerNameFlag(o.serverName); err != nil {
+	serverName, err := o.verify.serverName(o.serverName)
+	if err != nil {
 		return nil, nil, err
 	}
-	serverName := o.serverName
+	if err := checkServerNameFlag(serverName); err != nil {
+		return nil, nil, err
+	}
 	if serverName == "" {
 		serverName = target.Host()
 	}
-	if serverName == "" {
-		return nil, nil, flagError("server-name", "required when --target is a unix socket")
+	if serverName == "" && o.verify.firstFlag() == "" { // --verify-* checks an identity, not a name
+		return nil, nil, flagError("server-name", "required when --target is a unix socket (or give --verify-*)")
 	}
 	if o.sessionCacheSize < 0 {
 		return nil, nil, flagError("session-cache-size", "must not be negative")
@@ -108,12 +118,15 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 	if o.sessionCacheSize > 0 {
 		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(o.sessionCacheSize)
 	}
+	var cas []*x509.Certificate
 	if o.caFile != "" {
-		pool, _, err := certs.LoadCAPool(o.caFile)
+		cfg.RootCAs, cas, err = certs.LoadCAPool(o.caFile)
 		if err != nil {
 			return nil, nil, fileFailure("cacert", o.caFile, err)
 		}
-		cfg.RootCAs = pool
+	}
+	if err := o.verifyServer(cfg, cfg.RootCAs, cas); err != nil {
+		return nil, nil, err
 	}
 	if o.certFile == "" && o.keyFile == "" {
 		return cfg, nil, nil

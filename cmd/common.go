@@ -36,6 +36,7 @@ type commonOptions struct {
 	keepAlive        time.Duration
 	dryRun           bool
 	plaintext        plaintextSide // which of --listen and --target carries plaintext
+	crl              crlOptions    // --crl, --crl-expired
 	status           statusOptions
 	logs             *logOptions // the root command's
 }
@@ -56,6 +57,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.BoolVar(&o.dryRun, "dry-run", false, "check the flags, load the certificates and resolve --target, then exit without listening (0 = the same command would start)")
 	o.plaintext.register(f)
 	o.status.register(f)
+	o.crl.register(f)
 }
 
 // addresses parses --listen and --target.
@@ -213,6 +215,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		svc.Certificates = src
 		svc.OnReload = o.status.onReload(src, reloadLogger(log, src))
 	}
+	o.crl.addTo(&svc, log, &o.status)
 	warnOldToolchain(log)
 	err = runner.Run(ctx, runner.Options{
 		Services:        []runner.Service{svc},

@@ -96,6 +96,9 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 	if !o.disableAuth && src.CAPool() == nil {
 		return proxy.Config{}, nil, flagError("cacert", "client authentication needs a CA bundle: give --cacert (or ca.crt in --cert-dir)")
 	}
+	if err := o.applyCRL(src); err != nil {
+		return proxy.Config{}, nil, err
+	}
 	if o.selfSigned {
 		leaf := src.Certificate().Leaf
 		log.Warn().Str("sha256_fingerprint", certs.Fingerprint(leaf)).Strs("hosts", o.selfHosts).

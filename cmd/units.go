@@ -31,6 +31,7 @@ type member struct {
 	cfg        proxy.Config
 	src        *certs.Source
 	onReload   func(error)
+	crl        *crlWatch // nil without --crl
 	upstreamUp func(context.Context) error
 }
 
@@ -140,7 +141,7 @@ func (t *tunnels) prepareMember(ctx context.Context, cf *configFile, s *serviceS
 	}
 	logReload := reloadLogger(log, src)
 	return &member{
-		spec: s, cfg: cfg, src: src,
+		spec: s, cfg: cfg, src: src, crl: s.mode.common.crl.watch(log, m),
 		onReload: func(err error) {
 			m.Reload(err)
 			if err == nil && src != nil {
@@ -309,6 +310,9 @@ func (g memberCerts) Reload() error {
 		if m.src != nil {
 			m.onReload(m.src.Reload())
 		}
+		if m.crl != nil {
+			m.crl.report(m.crl.Reload())
+		}
 	}
 	return nil // reported by each service
 }
@@ -318,6 +322,9 @@ func (g memberCerts) Watch(ctx context.Context, _ func(error)) {
 	for _, m := range g {
 		if m.src != nil {
 			wg.Go(func() { m.src.Watch(ctx, m.onReload) })
+		}
+		if m.crl != nil {
+			wg.Go(func() { m.crl.Watch(ctx, m.crl.report) })
 		}
 	}
 	wg.Wait()

@@ -407,7 +407,7 @@ func TestClientModeStatusAndMetrics(t *testing.T) {
 		want   float64
 	}{
 		{"moat_sessions_resumed_total", nil, 1},
-		{"moat_handshakes_total", map[string]string{"result": "ok", "version": "1.3"}, 2},
+		{"moat_handshakes_total", map[string]string{"result": "ok", "version": "1.3", "group": "X25519MLKEM768"}, 2},
 		{"moat_connections_total", nil, 2},
 		{"moat_bytes_total", map[string]string{"direction": "from_client"}, 2 * 5}, // "ping\n"
 		{"moat_bytes_total", map[string]string{"direction": "to_client"}, 2 * 6},   // "pong!\n"

@@ -241,7 +241,7 @@ func TestMetricsMoveWithRealConnections(t *testing.T) {
 		delta  float64
 	}{
 		{"moat_connections_total", nil, 2},
-		{"moat_handshakes_total", map[string]string{"result": "ok", "version": "1.3"}, 1},
+		{"moat_handshakes_total", map[string]string{"result": "ok", "version": "1.3", "group": "X25519MLKEM768"}, 1},
 		{"moat_handshake_errors_total", map[string]string{"reason": "not-tls"}, 1},
 		{"moat_bytes_total", map[string]string{"direction": "from_client"}, float64(len("count me"))},
 		{"moat_bytes_total", map[string]string{"direction": "to_client"}, float64(len("count me"))},

@@ -23,6 +23,8 @@ const (
 	ReasonExpired          = string(certs.ReasonExpired)
 	ReasonNotAllowed       = string(certs.ReasonNotAllowed)
 	ReasonBadCert          = string(certs.ReasonBadCert)
+	ReasonRevoked          = string(certs.ReasonRevoked)
+	ReasonCRLExpired       = string(certs.ReasonCRLExpired)
 	ReasonPeerRejectedCert = "peer-rejected-cert" // the peer refused our certificate
 	ReasonNotTLS           = "not-tls"            // plaintext (often HTTP) sent to a TLS port
 	ReasonBadRecord        = "bad-record"         // corrupt, oversized or undecryptable record
@@ -41,7 +43,7 @@ const (
 // at its first increment misses that increment.
 var handshakeReasons = []string{
 	ReasonTimeout, ReasonNoCert, ReasonUnknownCA, ReasonExpired, ReasonNotAllowed,
-	ReasonBadCert, ReasonPeerRejectedCert, ReasonNotTLS, ReasonBadRecord,
+	ReasonBadCert, ReasonRevoked, ReasonCRLExpired, ReasonPeerRejectedCert, ReasonNotTLS, ReasonBadRecord,
 	ReasonProtocolVersion, ReasonNoSharedCipher, ReasonEOF, ReasonBadSNI, ReasonUnknownSNI, ReasonEvicted, ReasonTooLarge, ReasonOther,
 }
 

@@ -16,6 +16,7 @@ package metrics
 
 import (
 	"crypto/tls"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,8 +33,8 @@ type Metrics struct {
 	active          prometheus.Gauge
 	refused         *prometheus.CounterVec
 	refusedChildren sync.Map // reason string → prometheus.Counter
-	handshakeOK     map[uint16]prometheus.Counter
-	handshakeOKAny  prometheus.Counter // a version outside the table
+	handshakeOK     map[okKey]prometheus.Counter
+	handshakes      *prometheus.CounterVec
 	handshakeFailed prometheus.Counter
 	handshakeErrors map[string]prometheus.Counter
 	duration        prometheus.Histogram
@@ -42,6 +43,7 @@ type Metrics struct {
 	dialErrors      prometheus.Counter
 	resumed         prometheus.Counter
 	certExpiry      prometheus.Gauge
+	crlNextUpdate   *prometheus.GaugeVec
 	reloadOK        prometheus.Counter
 	reloadFailed    prometheus.Counter
 	evicted         map[string]prometheus.Counter
@@ -54,6 +56,26 @@ var _ proxy.Observer = (*Metrics)(nil)
 var tlsVersions = map[uint16]string{
 	tls.VersionTLS10: "1.0", tls.VersionTLS11: "1.1",
 	tls.VersionTLS12: "1.2", tls.VersionTLS13: "1.3",
+}
+
+// okKey picks the moat_handshakes_total child of a successful handshake.
+type okKey struct{ version, group uint16 }
+
+// tlsGroups are the key-exchange groups the handshakes_total children are
+// made for, by Go's name ("X25519MLKEM768"). A handshake without a key
+// exchange (a TLS 1.2 resumption) has group "none"; a group outside the
+// table, "other".
+var tlsGroups = []tls.CurveID{tls.X25519MLKEM768, tls.SecP256r1MLKEM768, tls.SecP384r1MLKEM1024,
+	tls.X25519, tls.CurveP256, tls.CurveP384, tls.CurveP521, 0}
+
+// hybridGroups are the post-quantum hybrid groups, TLS 1.3 only.
+var hybridGroups = map[tls.CurveID]bool{tls.X25519MLKEM768: true, tls.SecP256r1MLKEM768: true, tls.SecP384r1MLKEM1024: true}
+
+func groupLabel(g tls.CurveID) string {
+	if g == 0 {
+		return "none"
+	}
+	return g.String()
 }
 
 // refusalReasons are the limits the proxy refuses connections for today
@@ -99,15 +121,25 @@ func build(labels prometheus.Labels) (*Metrics, []prometheus.Collector) {
 		resumed:    prometheus.NewCounter(prometheus.CounterOpts{Name: "moat_sessions_resumed_total", Help: "Handshakes that resumed an earlier TLS session.", ConstLabels: labels}),
 		certExpiry: prometheus.NewGauge(prometheus.GaugeOpts{Name: "moat_certificate_expiry_timestamp_seconds",
 			Help: "NotAfter of the certificate in service, as a Unix time.", ConstLabels: labels}),
+		crlNextUpdate: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "moat_crl_next_update_timestamp_seconds",
+			Help: "NextUpdate of the CRLs in service (--crl), the earliest of each file, as a Unix time; in the past means the CRL is stale.", ConstLabels: labels},
+			[]string{"file"}),
 	}
 	handshakes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshakes_total",
-		Help: "TLS handshakes finished, by result (ok, error) and negotiated version (unknown when failed).", ConstLabels: labels}, []string{"result", "version"})
-	m.handshakeOK = make(map[uint16]prometheus.Counter, len(tlsVersions))
-	for v, name := range tlsVersions {
-		m.handshakeOK[v] = handshakes.WithLabelValues("ok", name)
+		Help: "TLS handshakes finished, by result (ok, error), negotiated version and key-exchange group (unknown when failed).", ConstLabels: labels},
+		[]string{"result", "version", "group"})
+	m.handshakes = handshakes
+	m.handshakeOK = make(map[okKey]prometheus.Counter, len(tlsVersions)*len(tlsGroups))
+	// The versions moat accepts get their children at once; the others,
+	// and hybrid groups under TLS 1.2, which has none, only if ever seen.
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		for _, g := range tlsGroups {
+			if v == tls.VersionTLS13 || !hybridGroups[g] {
+				m.handshakeOK[okKey{v, uint16(g)}] = handshakes.WithLabelValues("ok", tlsVersions[v], groupLabel(g))
+			}
+		}
 	}
-	m.handshakeOKAny = handshakes.WithLabelValues("ok", "other")
-	m.handshakeFailed = handshakes.WithLabelValues("error", "unknown")
+	m.handshakeFailed = handshakes.WithLabelValues("error", "unknown", "unknown")
 	errorsVec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "moat_handshake_errors_total",
 		Help: "Failed TLS handshakes, by reason.", ConstLabels: labels}, []string{"reason"})
 	m.handshakeErrors = make(map[string]prometheus.Counter, len(handshakeReasons))
@@ -127,7 +159,7 @@ func build(labels prometheus.Labels) (*Metrics, []prometheus.Collector) {
 		m.evicted[r] = evicted.WithLabelValues(r)
 	}
 	return m, []prometheus.Collector{m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
-		bytes, m.dialErrors, m.resumed, m.certExpiry, evicted}
+		bytes, m.dialErrors, m.resumed, m.certExpiry, m.crlNextUpdate, evicted}
 }
 
 // processCollectors makes what a process has once, whatever its services:
@@ -179,14 +211,38 @@ func (m *Metrics) Handshake(state *tls.ConnectionState, took time.Duration, err 
 		m.handshakeErrors[HandshakeErrorReason(err)].Inc()
 		return
 	}
-	if c, ok := m.handshakeOK[state.Version]; ok {
+	if c, ok := m.handshakeOK[okKey{state.Version, uint16(state.CurveID)}]; ok {
 		c.Inc()
 	} else {
-		m.handshakeOKAny.Inc()
+		m.otherHandshake(state).Inc()
 	}
 	m.duration.Observe(took.Seconds())
 	if state.DidResume {
 		m.resumed.Inc()
+	}
+}
+
+// otherHandshake is the child for a version or group outside the tables,
+// made on first use: rare, so the lookup's allocation does not matter.
+func (m *Metrics) otherHandshake(state *tls.ConnectionState) prometheus.Counter {
+	version, ok := tlsVersions[state.Version]
+	if !ok {
+		version = "other"
+	}
+	group := "other"
+	if slices.Contains(tlsGroups, state.CurveID) {
+		group = groupLabel(state.CurveID)
+	}
+	return m.handshakes.WithLabelValues("ok", version, group)
+}
+
+// CRLsLoaded records the nextUpdate of the CRLs now in service: per file,
+// the earliest of its CRLs. A CRL without one is not exported.
+func (m *Metrics) CRLsLoaded(nextUpdate map[string]time.Time) {
+	for file, t := range nextUpdate {
+		if !t.IsZero() {
+			m.crlNextUpdate.WithLabelValues(file).Set(float64(t.Unix()))
+		}
 	}
 }
 

@@ -82,8 +82,10 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 	o.Accepted()
 	o.Refused(proxy.LimitConns)
 	o.Refused(proxy.LimitHandshakeRate)
-	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS13}, 3*time.Millisecond, nil)
+	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS13, CurveID: tls.X25519MLKEM768}, 3*time.Millisecond, nil)
 	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS12, DidResume: true}, time.Millisecond, nil)
+	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS12, CurveID: tls.CurveP256}, time.Millisecond, nil)
+	o.Handshake(&tls.ConnectionState{Version: tls.VersionTLS13, CurveID: 0x1234}, time.Millisecond, nil)
 	o.Handshake(nil, 10*time.Second, fmt.Errorf("%w within 10s", proxy.ErrHandshakeTimeout))
 	o.Handshake(nil, time.Millisecond, &certs.AuthError{Reason: certs.ReasonNotAllowed})
 	o.DialFailed(errors.New("connection refused"))
@@ -93,6 +95,7 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 	m.CertificateLoaded(time.Unix(1893456000, 0))
 	m.Reload(nil)
 	m.Reload(errors.New("bad PEM"))
+	m.CRLsLoaded(map[string]time.Time{"/etc/moat/ca.crl": time.Unix(1893456000, 0)})
 
 	fams := scrape(t, reg)
 	checks := []struct {
@@ -105,13 +108,16 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 		{"moat_connections_refused_total", []string{"reason", "max-conns"}, 1},
 		{"moat_connections_refused_total", []string{"reason", "handshake-rate"}, 1},
 		{"moat_connections_refused_total", []string{"reason", "max-handshakes"}, 0},
-		{"moat_handshakes_total", []string{"result", "ok", "version", "1.3"}, 1},
-		{"moat_handshakes_total", []string{"result", "ok", "version", "1.2"}, 1},
-		{"moat_handshakes_total", []string{"result", "error", "version", "unknown"}, 2},
+		{"moat_handshakes_total", []string{"result", "ok", "version", "1.3", "group", "X25519MLKEM768"}, 1},
+		{"moat_handshakes_total", []string{"result", "ok", "version", "1.3", "group", "X25519"}, 0},
+		{"moat_handshakes_total", []string{"result", "ok", "version", "1.3", "group", "other"}, 1},
+		{"moat_handshakes_total", []string{"result", "ok", "version", "1.2", "group", "none"}, 1},
+		{"moat_handshakes_total", []string{"result", "ok", "version", "1.2", "group", "CurveP256"}, 1},
+		{"moat_handshakes_total", []string{"result", "error", "version", "unknown", "group", "unknown"}, 2},
 		{"moat_handshake_errors_total", []string{"reason", ReasonTimeout}, 1},
 		{"moat_handshake_errors_total", []string{"reason", ReasonNotAllowed}, 1},
 		{"moat_handshake_errors_total", []string{"reason", ReasonUnknownCA}, 0},
-		{"moat_handshake_duration_seconds", nil, 2},
+		{"moat_handshake_duration_seconds", nil, 4},
 		{"moat_sessions_resumed_total", nil, 1},
 		{"moat_upstream_dial_errors_total", nil, 1},
 		{"moat_bytes_total", []string{"direction", "from_client"}, 120},
@@ -119,6 +125,8 @@ func TestMetricsMoveWithObserverEvents(t *testing.T) {
 		{"moat_certificate_expiry_timestamp_seconds", nil, 1893456000},
 		{"moat_reloads_total", []string{"result", "success"}, 1},
 		{"moat_reloads_total", []string{"result", "failure"}, 1},
+		{"moat_crl_next_update_timestamp_seconds", []string{"file", "/etc/moat/ca.crl"}, 1893456000},
+		{"moat_handshake_errors_total", []string{"reason", ReasonRevoked}, 0},
 	}
 	for _, c := range checks {
 		if got := value(t, fams, c.name, c.labels...); got != c.want {

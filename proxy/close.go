@@ -63,7 +63,10 @@ func (c *conn) report(reason CloseReason, err error) {
 		Int64("bytes_to_client", s.ToClient).
 		Stringer("reason", reason)
 	if s.TLSVersion != "" {
-		ev = ev.Str("tls_version", s.TLSVersion).Str("cipher", s.Cipher)
+		ev = ev.Str("tls_version", s.TLSVersion).Str("cipher", s.Cipher).Bool("resumed", s.Resumed)
+		if s.Group != 0 {
+			ev = ev.Stringer("tls_group", s.Group)
+		}
 	}
 	// Every string a peer chose goes through loggable: bounded and escaped.
 	if s.SNI != "" {
@@ -75,10 +78,16 @@ func (c *conn) report(reason CloseReason, err error) {
 	if s.Peer != "" {
 		ev = ev.Str("peer", loggable(s.Peer, maxLoggedName))
 	}
+	if s.PeerSPIFFEID != "" {
+		ev = ev.Str("peer_spiffe_id", loggable(s.PeerSPIFFEID, maxLoggedName))
+	}
 	if ae, ok := certs.AsAuthError(err); ok {
 		ev = ev.Str("auth_refused", string(ae.Reason))
 		if ae.Identity != "" {
 			ev = ev.Str("identity", loggable(ae.Identity, maxLoggedName))
+		}
+		if ae.Required != "" {
+			ev = ev.Str("required", loggable(ae.Required, maxLoggedError))
 		}
 	}
 	if sne, ok := certs.AsServerNameError(err); ok {

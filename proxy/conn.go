@@ -199,8 +199,11 @@ func (c *conn) handshakeDone() {
 	c.tlsInfo.Cipher = tls.CipherSuiteName(cs.CipherSuite)
 	c.tlsInfo.SNI = cs.ServerName
 	c.tlsInfo.ALPN = cs.NegotiatedProtocol
+	c.tlsInfo.Resumed = cs.DidResume
+	c.tlsInfo.Group = cs.CurveID
 	if len(cs.PeerCertificates) > 0 {
 		c.tlsInfo.Peer = cs.PeerCertificates[0].Subject.CommonName
+		c.tlsInfo.PeerSPIFFEID = spiffeID(cs.PeerCertificates[0])
 	}
 	if !c.route(&cs) {
 		c.end(ReasonHandshake, fmt.Errorf("%w %q", ErrNoRoute, cs.ServerName))

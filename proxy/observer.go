@@ -38,8 +38,13 @@ type Summary struct {
 	SNI        string
 	ALPN       string
 	Peer       string // the verified peer certificate's subject CN, if any
-	Reason     CloseReason
-	Err        error
+	// PeerSPIFFEID is the verified peer certificate's first spiffe:// URI
+	// SAN (an X.509-SVID has exactly one), if any.
+	PeerSPIFFEID string
+	Resumed      bool        // the handshake resumed an earlier session
+	Group        tls.CurveID // the key-exchange group negotiated (0: none, or not known)
+	Reason       CloseReason
+	Err          error
 }
 
 type nopObserver struct{}

@@ -10,7 +10,9 @@ import (
 // client's address to the address it connected to. For version 2 and a
 // finished handshake cs, the TLVs carry the ALPN protocol, the SNI, and a
 // TypeSSL TLV with the TLS version, the cipher and, when the client showed
-// a certificate, its CN, plus the TypeSPIFFEID TLV for a spiffe:// URI SAN.
+// a certificate, its CN, plus the TypeSPIFFEID TLV for a spiffe:// URI SAN,
+// the TypeTLSGroup TLV naming the key-exchange group (when there was one)
+// and the TypeTLSResumed TLV.
 //
 // verify is reported 0 when the client presented a certificate: moat relays
 // only connections whose handshake, including its verifier, succeeded, so
@@ -31,6 +33,10 @@ func ForConnection(version int, client, local netip.AddrPort, cs *tls.Connection
 		tlvs = append(tlvs, Authority(cs.ServerName))
 	}
 	tlvs = append(tlvs, sslTLV(cs))
+	if cs.CurveID != 0 {
+		tlvs = append(tlvs, TLSGroup(cs.CurveID.String()))
+	}
+	tlvs = append(tlvs, TLSResumed(cs.DidResume))
 	if len(cs.PeerCertificates) > 0 {
 		for _, u := range cs.PeerCertificates[0].URIs {
 			if u.Scheme == "spiffe" {

@@ -71,6 +71,16 @@ const (
 // HAProxy's fc_pp_tlv() can extract top-level types by number only.
 const TypeSPIFFEID byte = 0xE4
 
+// TypeTLSGroup carries the key-exchange group the TLS handshake negotiated,
+// by Go's name for it ("X25519MLKEM768", "X25519", "CurveP256"), so that the
+// upstream can tell post-quantum sessions apart. TypeTLSResumed carries one
+// byte: 1 when the handshake resumed an earlier session, 0 when it was a
+// full one. Both are in the application range, beside TypeSPIFFEID.
+const (
+	TypeTLSGroup   byte = 0xE5
+	TypeTLSResumed byte = 0xE6
+)
+
 // Client flags of a TypeSSL TLV (section 2.2.6).
 const (
 	ClientSSL      byte = 0x01 // the client connected over TLS
@@ -93,6 +103,17 @@ func Authority(host string) TLV { return TLV{TypeAuthority, []byte(host)} }
 
 // SPIFFEID returns the TypeSPIFFEID TLV.
 func SPIFFEID(uri string) TLV { return TLV{TypeSPIFFEID, []byte(uri)} }
+
+// TLSGroup returns the TypeTLSGroup TLV.
+func TLSGroup(name string) TLV { return TLV{TypeTLSGroup, []byte(name)} }
+
+// TLSResumed returns the TypeTLSResumed TLV.
+func TLSResumed(resumed bool) TLV {
+	if resumed {
+		return TLV{TypeTLSResumed, []byte{1}}
+	}
+	return TLV{TypeTLSResumed, []byte{0}}
+}
 
 // SSLVersion, SSLCN and SSLCipher return sub-TLVs for SSL.
 func SSLVersion(v string) TLV { return TLV{SubtypeSSLVersion, []byte(v)} }

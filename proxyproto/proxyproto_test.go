@@ -231,7 +231,8 @@ func TestForConnectionCarriesClientIdentityFromARealHandshake(t *testing.T) {
 	if h.src != client || h.dst != local {
 		t.Errorf("addresses %s → %s, want %s → %s", h.src, h.dst, client, local)
 	}
-	for typ, want := range map[byte]string{TypeALPN: "h2", TypeAuthority: "api.example.com", TypeSPIFFEID: "spiffe://cluster.local/ns/a/sa/web"} {
+	for typ, want := range map[byte]string{TypeALPN: "h2", TypeAuthority: "api.example.com", TypeSPIFFEID: "spiffe://cluster.local/ns/a/sa/web",
+		TypeTLSGroup: cs.CurveID.String(), TypeTLSResumed: "\x00"} {
 		if got, ok := find(h.tlvs, typ); !ok || got != want {
 			t.Errorf("TLV %#x = %q, %v; want %q", typ, got, ok, want)
 		}
@@ -280,6 +281,12 @@ func TestForConnectionFlags(t *testing.T) {
 			}
 			if _, ok := find(h.tlvs, TypeALPN); ok {
 				t.Error("ALPN TLV sent though none was negotiated")
+			}
+			if _, ok := find(h.tlvs, TypeTLSGroup); ok {
+				t.Error("group TLV sent though no key exchange was negotiated")
+			}
+			if r, _ := find(h.tlvs, TypeTLSResumed); (r == "\x01") != c.cs.DidResume || len(r) != 1 {
+				t.Errorf("resumed TLV %q, want one byte saying %v", r, c.cs.DidResume)
 			}
 			v, _ := find(h.tlvs, TypeSSL)
 			s, err := parseSSL([]byte(v))

@@ -25,6 +25,7 @@ func valueSets() []valueSet {
 		{name: "cert-manager", release: "edge", namespace: "ingress", args: []string{"-f", f("cert-manager.yaml")}},
 		{name: "self-signed", release: "rel", args: []string{"-f", f("self-signed.yaml")}},
 		{name: "self-signed-mtls", release: "rel", args: []string{"-f", f("self-signed-mtls.yaml")}},
+		{name: "mtls-crl", release: "rel", args: []string{"-f", f("mtls-crl.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
 		{name: "policies", release: "rel", namespace: "shop", args: []string{"-f", f("policies.yaml")}},
 		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
@@ -79,6 +80,12 @@ func wants() map[string]want {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--cert-dir=/etc/moat/tls", "--cacert=/etc/moat/client-ca/bundle.pem", "--allow-cn=checkout", "--allow-ou=payments",
 				"--allow-dns=checkout.shop.svc.cluster.local", "--allow-uri=spiffe://cluster.local/ns/shop/sa/checkout", "--allow-uri=spiffe://cluster.local/ns/payments/sa/*"},
+			notArgs: []string{"--disable-authentication"},
+		},
+		"mtls-crl": {
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			args: []string{"--allow-uri=spiffe://cluster.local/ns/shop/**", "--crl=/etc/moat/crl/root.crl",
+				"--crl=/etc/moat/crl/intermediate.crl", "--crl-expired=refuse"},
 			notArgs: []string{"--disable-authentication"},
 		},
 		"plain-container": {
@@ -347,7 +354,7 @@ func checkMoatPod(t *testing.T, spec corev1.PodSpec, w want) {
 	seen := map[string]bool{}
 	for _, a := range c.Args[1:] {
 		name, _, _ := strings.Cut(a, "=")
-		if !strings.HasPrefix(name, "--allow-") && seen[name] {
+		if !strings.HasPrefix(name, "--allow-") && name != "--crl" && seen[name] { // repeatable flags
 			t.Errorf("flag %s given twice", name)
 		}
 		seen[name] = true

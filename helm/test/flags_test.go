@@ -183,6 +183,8 @@ func withFilesUnder(t *testing.T, root, pki string, args []string) []string {
 			place(moved, "server.crt")
 		case "--key":
 			place(moved, "server.key")
+		case "--crl":
+			placeCRL(t, moved, pki)
 		}
 	}
 	return out

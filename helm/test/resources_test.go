@@ -203,6 +203,10 @@ func TestRefusedValues(t *testing.T) {
 		{"preStop sleep on 1.29", valueSet{chart: parentChart, kubeVersion: "1.29.4", args: []string{"--set", "moat.appPreStop.containers[0]=app"}}, "needs Kubernetes 1.30"},
 		{"pod monitor for nobody", valueSet{args: []string{"--set", "example.enabled=false", "--set", "metrics.podMonitor.enabled=true"}}, "metrics.podMonitor.podSelector is needed"},
 		{"kubernetes older than the chart", valueSet{kubeVersion: "1.24.0", args: []string{"--set", "nativeSidecar=false"}}, "kubeVersion"},
+		{"crl without mtls", valueSet{args: []string{"--set", "mtls.crl.configMap=crls"}}, "mtls.crl needs mtls.enabled"},
+		{"crl from both a ConfigMap and a Secret", valueSet{args: []string{"--set", "mtls.enabled=true", "--set", "mtls.allowAll=true",
+			"--set", "mtls.crl.configMap=crls", "--set", "mtls.crl.secretName=crls"}}, "not both"},
+		{"crl-expired neither warn nor refuse", valueSet{args: []string{"--set", "mtls.crl.expired=ignore"}}, "/mtls/crl/expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.v.name, tc.v.release = tc.name, "rel"

@@ -134,6 +134,14 @@ real binary knows every flag rendered here.
 {{- if $v.mtls.allowAll }}
 - --allow-all
 {{- end }}
+{{- if or $v.mtls.crl.configMap $v.mtls.crl.secretName }}
+{{- range $v.mtls.crl.keys }}
+- --crl={{ printf "%s/%s" $v.mtls.crl.mountPath . }}
+{{- end }}
+{{- if eq $v.mtls.crl.expired "refuse" }}
+- --crl-expired=refuse
+{{- end }}
+{{- end }}
 {{- else }}
 - --disable-authentication
 {{- end }}
@@ -176,6 +184,12 @@ real binary knows every flag rendered here.
 {{- end -}}
 {{- if and $v.mtls.enabled $v.mtls.allowAll (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI) -}}
 {{- fail "moat: mtls.allowAll admits every client of the CA; it cannot be combined with mtls.allowCN, allowOU, allowDNS or allowURI" -}}
+{{- end -}}
+{{- if and $v.mtls.crl.configMap $v.mtls.crl.secretName -}}
+{{- fail "moat: mtls.crl takes a configMap or a secretName, not both" -}}
+{{- end -}}
+{{- if and (or $v.mtls.crl.configMap $v.mtls.crl.secretName) (not $v.mtls.enabled) -}}
+{{- fail "moat: mtls.crl needs mtls.enabled: without client certificates there is nothing to revoke" -}}
 {{- end -}}
 {{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) -}}
 {{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
@@ -227,7 +241,7 @@ resources:
 securityContext:
   {{- toYaml $v.securityContext | nindent 2 }}
 {{- $socketDir := include "moat.socketDir" . -}}
-{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) $socketDir $v.extraVolumeMounts }}
+{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) (and $v.mtls.enabled (or $v.mtls.crl.configMap $v.mtls.crl.secretName)) $socketDir $v.extraVolumeMounts }}
 volumeMounts:
 {{- if not $v.tls.selfSigned }}
   # The whole Secret, not subPath: rotated files reach moat without a restart.
@@ -238,6 +252,12 @@ volumeMounts:
 {{- if and $v.mtls.enabled $v.mtls.clientCA.secretName }}
   - name: moat-client-ca
     mountPath: {{ $v.mtls.clientCA.mountPath }}
+    readOnly: true
+{{- end }}
+{{- if and $v.mtls.enabled (or $v.mtls.crl.configMap $v.mtls.crl.secretName) }}
+  # The whole volume, not subPath: an updated CRL reaches moat without a restart.
+  - name: moat-crl
+    mountPath: {{ $v.mtls.crl.mountPath }}
     readOnly: true
 {{- end }}
 {{- if $socketDir }}
@@ -268,6 +288,17 @@ volumeMounts:
     items:
       - key: {{ $v.mtls.clientCA.key }}
         path: {{ $v.mtls.clientCA.key }}
+{{- end }}
+{{- if and $v.mtls.enabled $v.mtls.crl.configMap }}
+- name: moat-crl
+  configMap:
+    name: {{ $v.mtls.crl.configMap }}
+    defaultMode: 0444
+{{- else if and $v.mtls.enabled $v.mtls.crl.secretName }}
+- name: moat-crl
+  secret:
+    secretName: {{ $v.mtls.crl.secretName }}
+    defaultMode: 0444
 {{- end }}
 {{- if include "moat.socketDir" . }}
 - name: {{ $v.socketVolume.name }}
