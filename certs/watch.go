@@ -56,6 +56,10 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 	if onReload == nil {
 		onReload = func(error) {}
 	}
+	if s.wl != nil {
+		s.watchWorkload(ctx, onReload)
+		return
+	}
 	events := watchDirs(ctx, s.dirs())
 	tick := resyncInterval
 	if events == nil {

@@ -24,6 +24,7 @@ type clientOptions struct {
 	serverName       string
 	renegotiation    string
 	sessionCacheSize int
+	workload         workloadOptions
 }
 
 func newClientCommand(logs *logOptions) *cobra.Command {
@@ -55,14 +56,29 @@ request a client certificate for a protected resource. --renegotiation never
 	f.StringVar(&o.serverName, "server-name", "", "name the server certificate must carry, also sent as SNI (default: the host of --target)")
 	f.StringVar(&o.renegotiation, "renegotiation", "never", "TLS 1.2 renegotiation requested by the server: never, once (per connection) or freely")
 	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
+	o.workload.register(f)
 	return cmd
 }
 
 // configure builds client mode's proxy: plaintext in, TLS out.
 func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Address) (proxy.Config, *certs.Source, error) {
-	tlsConfig, src, err := o.tlsConfig(target)
+	wsrc, err := o.workload.source(log, conflict{"cert", o.certFile != ""}, conflict{"key", o.keyFile != ""}, conflict{"cacert", o.caFile != ""})
 	if err != nil {
 		return proxy.Config{}, nil, err
+	}
+	tlsConfig, src, err := o.tlsConfig(target)
+	if err != nil {
+		if wsrc != nil {
+			wsrc.Close()
+		}
+		return proxy.Config{}, nil, err
+	}
+	if wsrc != nil {
+		// The SVID is the client certificate and the Workload API's bundle
+		// verifies the server; the rest of tlsConfig's choices stand.
+		wcfg := wsrc.ClientTLSConfig(tlsConfig.ServerName)
+		wcfg.Renegotiation, wcfg.ClientSessionCache = tlsConfig.Renegotiation, tlsConfig.ClientSessionCache
+		tlsConfig, src = wcfg, wsrc
 	}
 	mode, err := o.socketMode(listen)
 	if err != nil {

@@ -178,6 +178,12 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		return err
 	}
 	if o.dryRun {
+		if await := awaitFunc(src); await != nil {
+			defer src.Close()
+			if err := await(ctx); err != nil {
+				return err
+			}
+		}
 		log.Info().Str("listen", cfg.Listen.String()).Str("target", cfg.Target.String()).Msg("configuration is valid (--dry-run: not listening)")
 		return nil
 	}
@@ -192,6 +198,9 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if src != nil {
 		svc.Certificates = src
 		svc.OnReload = o.status.onReload(src, reloadLogger(log, src))
+		if src.FromWorkloadAPI() {
+			svc.OnReload = o.status.onReload(src, workloadLogger(log, src))
+		}
 	}
 	warnOldToolchain(log)
 	err = runner.Run(ctx, runner.Options{
@@ -199,6 +208,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		Status:          o.status.port(log, cfg.Target, src),
 		ShutdownDelay:   o.shutdownDelay,
 		ShutdownTimeout: o.shutdownTimeout,
+		Await:           awaitFunc(src),
 		LimitMemory:     true,
 		Log:             log,
 	})
