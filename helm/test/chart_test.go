@@ -26,6 +26,8 @@ func valueSets() []valueSet {
 		{name: "self-signed", release: "rel", args: []string{"-f", f("self-signed.yaml")}},
 		{name: "self-signed-mtls", release: "rel", args: []string{"-f", f("self-signed-mtls.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
+		{name: "workload-api", release: "rel", args: []string{"-f", f("workload-api.yaml")}},
+		{name: "workload-api-hostpath", release: "rel", args: []string{"-f", f("workload-api-hostpath.yaml")}},
 		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
 		{name: "library-plain", chart: parentChart, release: "shop", kubeVersion: "1.28.0",
@@ -99,6 +101,16 @@ func wants() map[string]want {
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
 				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
 				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},
+		},
+		"workload-api": {
+			native: true, listenPort: 8443, statusPort: 9090, grace: 40,
+			args:    []string{"--use-workload-api-addr=unix:///spiffe-workload-api/spire-agent.sock", "--use-workload-api-timeout=1m", "--allow-uri=spiffe://prod.example/ns/shop/sa/*"},
+			notArgs: []string{"--cert-dir", "--self-signed", "--cacert", "--disable-authentication"},
+		},
+		"workload-api-hostpath": {
+			native: true, listenPort: 8443, statusPort: 9090, grace: 40,
+			args:    []string{"--use-workload-api-addr=unix:///spiffe-workload-api/agent.sock", "--use-workload-api-timeout=30s", "--disable-authentication"},
+			notArgs: []string{"--cert-dir", "--self-signed", "--cacert"},
 		},
 		"library": {
 			native: true, secretName: "shop-tls", listenPort: 8443, statusPort: 9090, grace: 60, lastInit: true,

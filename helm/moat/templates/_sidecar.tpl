@@ -10,7 +10,8 @@ result is that pod spec, as YAML, with:
   - the moat container: an init container with restartPolicy: Always (native
     sidecar, values.nativeSidecar) appended to initContainers, or a plain
     container appended to containers;
-  - its volume for the TLS Secret (and the client CA Secret) appended to volumes;
+  - its volume for the TLS Secret (and the client CA Secret), or for the SPIFFE
+    Workload API socket (values.workloadAPI), appended to volumes;
   - terminationGracePeriodSeconds consistent with --shutdown-delay and
     --shutdown-timeout.
 "values" defaults to .Values.moat of root, then to root's .Values.
@@ -85,13 +86,16 @@ real binary knows every flag rendered here.
 {{- else if not (regexMatch "^(unix:/.+|(?i:localhost)\\.?:[0-9]+|127\\.[0-9]+\\.[0-9]+\\.[0-9]+:[0-9]+|\\[::1\\]:[0-9]+)$" (toString $v.target)) }}
 {{- fail (printf "moat: target %s is not a loopback address, localhost or a unix socket, so the plaintext would leave the pod; set unsafeTarget=true to allow it" $v.target) }}
 {{- end }}
-{{- if $v.tls.selfSigned }}
+{{- if $v.workloadAPI.enabled }}
+- --use-workload-api-addr=unix://{{ $v.workloadAPI.mountPath }}/{{ $v.workloadAPI.socketName }}
+- --use-workload-api-timeout={{ $v.workloadAPI.timeout }}
+{{- else if $v.tls.selfSigned }}
 - --self-signed
 {{- else }}
 - --cert-dir={{ $v.tls.mountPath }}
 {{- end }}
 {{- if $v.mtls.enabled }}
-{{- if $v.mtls.clientCA.secretName }}
+{{- if and $v.mtls.clientCA.secretName (not $v.workloadAPI.enabled) }}
 - --cacert={{ printf "%s/%s" $v.mtls.clientCA.mountPath $v.mtls.clientCA.key }}
 {{- end }}
 {{- range $v.mtls.allowCN }}
@@ -152,8 +156,11 @@ real binary knows every flag rendered here.
 {{- if and $v.mtls.enabled $v.mtls.allowAll (or $v.mtls.allowCN $v.mtls.allowOU $v.mtls.allowDNS $v.mtls.allowURI) -}}
 {{- fail "moat: mtls.allowAll admits every client of the CA; it cannot be combined with mtls.allowCN, allowOU, allowDNS or allowURI" -}}
 {{- end -}}
-{{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) -}}
+{{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) (not $v.workloadAPI.enabled) -}}
 {{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
+{{- end -}}
+{{- if and $v.workloadAPI.enabled (or $v.tls.selfSigned $v.certManager.enabled $v.mtls.clientCA.secretName) -}}
+{{- fail "moat: workloadAPI.enabled takes the certificate and trust bundle from the SPIFFE Workload API; it cannot be combined with tls.selfSigned, certManager.enabled or mtls.clientCA.secretName" -}}
 {{- end -}}
 name: moat
 image: {{ include "moat.image" . | quote }}
@@ -199,7 +206,12 @@ resources:
   {{- toYaml $v.resources | nindent 2 }}
 securityContext:
   {{- toYaml $v.securityContext | nindent 2 }}
-{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) }}
+{{- if $v.workloadAPI.enabled }}
+volumeMounts:
+  - name: moat-workload-api
+    mountPath: {{ $v.workloadAPI.mountPath }}
+    readOnly: true
+{{- else if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) }}
 volumeMounts:
 {{- if not $v.tls.selfSigned }}
   # The whole Secret, not subPath: rotated files reach moat without a restart.
@@ -218,13 +230,24 @@ volumeMounts:
 {{/* moat.volumes: the volumes moat mounts, as a YAML list (may be empty). */}}
 {{- define "moat.volumes" -}}
 {{- $v := .values -}}
-{{- if not $v.tls.selfSigned }}
+{{- if $v.workloadAPI.enabled }}
+- name: moat-workload-api
+{{- if eq $v.workloadAPI.volume "hostPath" }}
+  hostPath:
+    path: {{ $v.workloadAPI.hostPath }}
+    type: Directory
+{{- else }}
+  csi:
+    driver: csi.spiffe.io
+    readOnly: true
+{{- end }}
+{{- else if not $v.tls.selfSigned }}
 - name: moat-tls
   secret:
     secretName: {{ include "moat.tlsSecretName" . }}
     defaultMode: 0444
 {{- end }}
-{{- if and $v.mtls.enabled $v.mtls.clientCA.secretName }}
+{{- if and $v.mtls.enabled $v.mtls.clientCA.secretName (not $v.workloadAPI.enabled) }}
 - name: moat-client-ca
   secret:
     secretName: {{ $v.mtls.clientCA.secretName }}
