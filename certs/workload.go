@@ -200,7 +200,7 @@ func (s *Source) Await(ctx context.Context) error {
 		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		return fmt.Errorf("Workload API at %s: %v", w.addr, oneLine(w.fatal))
+		return fmt.Errorf("the Workload API at %s: %v", w.addr, oneLine(w.fatal))
 	case <-timer.C:
 		w.mu.Lock()
 		defer w.mu.Unlock()
