@@ -355,16 +355,27 @@ func svidTrustDomainPool(bundles x509bundle.Source, leaf *x509.Certificate) (*x5
 	return poolOf(b), nil
 }
 
+// ServerCheck is what a client requires of a server's verified certificate
+// beyond its chain.
+type ServerCheck struct {
+	// Name, when not "", must be a DNS SAN of the certificate, or an IP SAN
+	// for an IP address.
+	Name string
+	// Identity, when not nil, replaces the Name check: it decides whether
+	// the certificate (an SVID with only a URI SAN, say) is the server
+	// wanted, returning why not.
+	Identity func(leaf *x509.Certificate) error
+}
+
 // ClientTLSConfig is a client tls.Config (TLS 1.2 and up) for a Workload
 // API Source: it presents the SVID in service to servers that ask for a
 // client certificate, and verifies the server's chain, for server
 // authentication, against the trust bundle in service at the moment of the
-// handshake, for the server's trust domain; then, when serverName is not
-// "", that the certificate is valid for serverName (a DNS name, or an IP
-// address checked against its IP SANs). crypto/tls's own verification is
-// off because its RootCAs cannot follow a rotating bundle; VerifyConnection
-// runs for every handshake, resumed ones included.
-func (s *Source) ClientTLSConfig(serverName string) *tls.Config {
+// handshake for the server's trust domain, then applies check. serverName
+// is sent as SNI. crypto/tls's own verification is off because its RootCAs
+// cannot follow a rotating bundle; VerifyConnection runs for every
+// handshake, resumed ones included.
+func (s *Source) ClientTLSConfig(serverName string, check ServerCheck) *tls.Config {
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS12,
 		CipherSuites:         TLS12CipherSuites(),
@@ -372,14 +383,14 @@ func (s *Source) ClientTLSConfig(serverName string) *tls.Config {
 		GetClientCertificate: s.GetClientCertificate,
 		InsecureSkipVerify:   true, // VerifyConnection below verifies instead
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyServer(s.current.Load(), serverName, cs.PeerCertificates, time.Now())
+			return verifyServer(s.current.Load(), check, cs.PeerCertificates, time.Now())
 		},
 	}
 }
 
 // verifyServer checks a server chain (leaf first) against the CAs of m and
-// the name the client dialled.
-func verifyServer(m *material, serverName string, chain []*x509.Certificate, now time.Time) error {
+// check.
+func verifyServer(m *material, check ServerCheck, chain []*x509.Certificate, now time.Time) error {
 	if len(chain) == 0 {
 		return errors.New("the server presented no certificate")
 	}
@@ -393,7 +404,9 @@ func verifyServer(m *material, serverName string, chain []*x509.Certificate, now
 		Intermediates: x509.NewCertPool(),
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSName:       serverName,
+	}
+	if check.Identity == nil {
+		opts.DNSName = check.Name
 	}
 	for _, c := range chain[1:] {
 		opts.Intermediates.AddCert(c)
@@ -401,5 +414,11 @@ func verifyServer(m *material, serverName string, chain []*x509.Certificate, now
 	if _, err := leaf.Verify(opts); err != nil {
 		return &tls.CertificateVerificationError{UnverifiedCertificates: chain, Err: err}
 	}
-	return checkCertSPIFFEIDs(leaf)
+	if err := checkCertSPIFFEIDs(leaf); err != nil {
+		return err
+	}
+	if check.Identity != nil {
+		return check.Identity(leaf)
+	}
+	return nil
 }

@@ -253,20 +253,28 @@ func TestWorkloadSourceClientVerifiesServerByNameAndBundle(t *testing.T) {
 	if err := src.Await(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	wantDB := func(leaf *x509.Certificate) error {
+		if len(leaf.URIs) == 1 && leaf.URIs[0].String() == "spiffe://td.test/db" {
+			return nil
+		}
+		return errors.New("not the database")
+	}
 	for _, tc := range []struct {
 		name       string
 		serverCert *tls.Certificate
-		serverName string
+		check      ServerCheck
 		ok         bool
 	}{
-		{"right name", issueSVID(t, ca, "spiffe://td.test/db", "localhost"), "localhost", true},
-		{"wrong name", issueSVID(t, ca, "spiffe://td.test/db", "localhost"), "db.example", false},
-		{"other CA", issueSVID(t, other, "spiffe://td.test/db", "localhost"), "localhost", false},
-		{"chain only", issueSVID(t, ca, "spiffe://td.test/db"), "", true},
+		{"right name", issueSVID(t, ca, "spiffe://td.test/db", "localhost"), ServerCheck{Name: "localhost"}, true},
+		{"wrong name", issueSVID(t, ca, "spiffe://td.test/db", "localhost"), ServerCheck{Name: "db.example"}, false},
+		{"other CA", issueSVID(t, other, "spiffe://td.test/db", "localhost"), ServerCheck{Name: "localhost"}, false},
+		{"chain only", issueSVID(t, ca, "spiffe://td.test/db"), ServerCheck{}, true},
+		{"identity replaces the name", issueSVID(t, ca, "spiffe://td.test/db"), ServerCheck{Name: "db.example", Identity: wantDB}, true},
+		{"identity refuses", issueSVID(t, ca, "spiffe://td.test/cache", "db.example"), ServerCheck{Name: "db.example", Identity: wantDB}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			server := &tls.Config{Certificates: []tls.Certificate{*tc.serverCert}, ClientAuth: tls.RequireAnyClientCert}
-			_, clientErr := handshake(t, server, src.ClientTLSConfig(tc.serverName))
+			_, clientErr := handshake(t, server, src.ClientTLSConfig("localhost", tc.check))
 			if (clientErr == nil) != tc.ok {
 				t.Fatalf("client error %v, want ok=%v", clientErr, tc.ok)
 			}

@@ -76,7 +76,7 @@ func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 	if wsrc != nil {
 		// The SVID is the client certificate and the Workload API's bundle
 		// verifies the server; the rest of tlsConfig's choices stand.
-		wcfg := wsrc.ClientTLSConfig(tlsConfig.ServerName)
+		wcfg := wsrc.ClientTLSConfig(tlsConfig.ServerName, certs.ServerCheck{Name: tlsConfig.ServerName})
 		wcfg.Renegotiation, wcfg.ClientSessionCache = tlsConfig.Renegotiation, tlsConfig.ClientSessionCache
 		tlsConfig, src = wcfg, wsrc
 	}
