@@ -17,4 +17,10 @@
 // bundle or the new ones, never a mix, and a reload that fails keeps the old
 // material in service. Parsing (Source.Reload) is separate from noticing that
 // files changed (Source.Watch).
+//
+// NewWorkloadSource takes the same place for the SPIFFE Workload API: the
+// certificate and key are the X.509-SVID a SPIRE agent hands this process,
+// peers are verified against the trust bundle of their own trust domain, and
+// each SVID the agent pushes is swapped in like a reloaded file (see
+// workload.go).
 package certs

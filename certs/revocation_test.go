@@ -78,7 +78,7 @@ func TestRevocationListRefusesListedCertificates(t *testing.T) {
 		{"leaf under a good intermediate", underInter, ""},
 		{"leaf under a revoked intermediate", underOther, ReasonRevoked},
 	} {
-		err := verifyClient(root.Pool(), Policy{AllowAll: true, Revocation: r}, chainOf(tc.leaf)[:len(chainOf(tc.leaf))-1], time.Now())
+		err := verifyClient(&material{pool: root.Pool()}, Policy{AllowAll: true, Revocation: r}, chainOf(tc.leaf)[:len(chainOf(tc.leaf))-1], time.Now())
 		var ae *AuthError
 		switch {
 		case tc.want == "" && err != nil:
@@ -150,7 +150,7 @@ func TestExpiredCRLPolicy(t *testing.T) {
 		if len(r.Expired(time.Now())) != 1 {
 			t.Errorf("Expired() does not list the stale CRL")
 		}
-		err = verifyClient(root.Pool(), Policy{AllowAll: true, Revocation: r}, []*x509.Certificate{good.Cert}, time.Now())
+		err = verifyClient(&material{pool: root.Pool()}, Policy{AllowAll: true, Revocation: r}, []*x509.Certificate{good.Cert}, time.Now())
 		var ae *AuthError
 		if (tc.want == "") != (err == nil) || (err != nil && (!errors.As(err, &ae) || ae.Reason != tc.want)) {
 			t.Errorf("policy %d: got %v, want reason %q", tc.policy, err, tc.want)

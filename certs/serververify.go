@@ -21,8 +21,12 @@ import (
 // included, so a session resumed after a CRL reload is checked again.
 type ServerCheck struct {
 	// Roots returns the trust bundle in service (a certificate source may
-	// rotate it); it must not return nil.
+	// rotate it); it must not return nil unless RootsFor is set.
 	Roots func() *x509.CertPool
+	// RootsFor, when not nil, is used instead of Roots: the bundle for the
+	// certificate's own trust domain (a Workload API source holds one per
+	// federated domain), or why there is none.
+	RootsFor func(leaf *x509.Certificate) (*x509.CertPool, error)
 	// Name is the host name or IP address the certificate must carry, as
 	// crypto/tls checks it, when Identities names nobody.
 	Name string
@@ -30,6 +34,13 @@ type ServerCheck struct {
 	// the Name check: the server is accepted when any one rule matches.
 	// Its Revocation applies in either case; AllowAll is not used.
 	Identities Policy
+}
+
+func (sc ServerCheck) roots(leaf *x509.Certificate) (*x509.CertPool, error) {
+	if sc.RootsFor != nil {
+		return sc.RootsFor(leaf)
+	}
+	return sc.Roots(), nil
 }
 
 // Verify is a tls.Config.VerifyConnection for a client.
@@ -43,8 +54,12 @@ func (sc ServerCheck) verify(chain []*x509.Certificate, now time.Time) error {
 	}
 	leaf := chain[0]
 	id := Identity(leaf)
+	roots, err := sc.roots(leaf)
+	if err != nil {
+		return &AuthError{Peer: PeerServer, Reason: ReasonUnknownCA, Identity: id, Err: err}
+	}
 	opts := x509.VerifyOptions{
-		Roots:         sc.Roots(),
+		Roots:         roots,
 		Intermediates: x509.NewCertPool(),
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},

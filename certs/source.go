@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 )
 
 // Source holds the certificate, key and CA bundle moat currently uses and
@@ -21,6 +23,7 @@ type Source struct {
 	caOptional                bool             // ca.crt of a Secret may be absent
 	static                    bool             // NewStaticSource: nothing to reload
 	fixed                     *tls.Certificate // served as is; only the CA bundle reloads
+	wl                        *workload        // NewWorkloadSource: material from the SPIFFE Workload API
 
 	current atomic.Pointer[material]
 	more    []*Source // further key pairs served by SNI (AddKeyPairs); set before use
@@ -37,6 +40,21 @@ type material struct {
 	pool *x509.CertPool   // nil when there is no CA bundle
 	cas  []*x509.Certificate
 	sum  [sha256.Size]byte // of the file bytes this was parsed from
+	// bundles, from the Workload API, has a trust bundle per trust domain:
+	// a peer chain is verified against its own trust domain's, and pool is
+	// this Source's own trust domain's. nil for every other Source.
+	bundles x509bundle.Source
+}
+
+// rootsFor returns the CAs a peer's chain must reach.
+func (m *material) rootsFor(leaf *x509.Certificate) (*x509.CertPool, error) {
+	if m.bundles != nil {
+		return svidTrustDomainPool(m.bundles, leaf)
+	}
+	if m.pool == nil {
+		return nil, errors.New("no CA bundle loaded")
+	}
+	return m.pool, nil
 }
 
 // NewFileSource loads a certificate and key, and optionally a CA bundle
@@ -143,7 +161,7 @@ type reloadResult struct {
 // reload swaps in new material when the files' content differs from what is
 // in service.
 func (s *Source) reload() reloadResult {
-	if s.static {
+	if s.static || s.wl != nil { // the Workload API pushes updates itself
 		return reloadResult{}
 	}
 	s.mu.Lock()

@@ -160,7 +160,7 @@ var tls12CipherSuites = []uint16{
 // ServerTLSConfig arranges for the precise alerts.
 func (s *Source) ServerVerifier(p Policy) func(tls.ConnectionState) error {
 	return func(cs tls.ConnectionState) error {
-		return verifyClient(s.CAPool(), p, cs.PeerCertificates, time.Now())
+		return verifyClient(s.current.Load(), p, cs.PeerCertificates, time.Now())
 	}
 }
 
@@ -200,16 +200,18 @@ func (s *Source) ServerTLSConfig(p Policy, requireClientCert bool) *tls.Config {
 		}
 		hc := &handshakeConfig{m: m, cfg: base.Clone()}
 		hc.cfg.GetConfigForClient = nil
-		if m.pool != nil {
+		// Trust bundles from the Workload API are chosen per peer, by the
+		// trust domain of its SPIFFE ID, which crypto/tls cannot do: the
+		// base config's verifier alone checks those chains.
+		if m.pool != nil && m.bundles == nil {
 			// crypto/tls verifies the chain itself and sends unknown_ca,
 			// certificate_expired or certificate_required; our verifier, bound
 			// to the same pool, still runs for the Policy and for resumed
 			// sessions, which crypto/tls does not re-verify.
-			pool := m.pool
 			hc.cfg.ClientAuth = tls.RequireAndVerifyClientCert
-			hc.cfg.ClientCAs = pool
+			hc.cfg.ClientCAs = m.pool
 			hc.cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-				return verifyClient(pool, p, cs.PeerCertificates, time.Now())
+				return verifyClient(m, p, cs.PeerCertificates, time.Now())
 			}
 		}
 		cache.Store(hc)
@@ -224,15 +226,17 @@ type handshakeConfig struct {
 	cfg *tls.Config
 }
 
-// verifyClient checks a client chain (leaf first) against pool and p.
-func verifyClient(pool *x509.CertPool, p Policy, chain []*x509.Certificate, now time.Time) error {
+// verifyClient checks a client chain (leaf first) against the CAs of m and
+// against p.
+func verifyClient(m *material, p Policy, chain []*x509.Certificate, now time.Time) error {
 	if len(chain) == 0 {
 		return &AuthError{Reason: ReasonNoCert, Err: errors.New("no client certificate presented")}
 	}
 	leaf := chain[0]
 	id := Identity(leaf)
-	if pool == nil {
-		return &AuthError{Reason: ReasonUnknownCA, Identity: id, Err: errors.New("no CA bundle loaded")}
+	pool, err := m.rootsFor(leaf)
+	if err != nil {
+		return &AuthError{Reason: ReasonUnknownCA, Identity: id, Err: err}
 	}
 	opts := x509.VerifyOptions{
 		Roots:         pool,

@@ -59,6 +59,10 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 	for _, p := range s.more {
 		go p.Watch(ctx, onReload)
 	}
+	if s.wl != nil {
+		s.watchWorkload(ctx, onReload)
+		return
+	}
 	watching := func() {
 		if testHookWatching != nil {
 			testHookWatching(s)

@@ -26,6 +26,7 @@ type clientOptions struct {
 	renegotiation    string
 	sessionCacheSize int
 	verify           verifyOptions // --verify-*, --override-server-name
+	workload         workloadOptions
 }
 
 func newClientCommand(logs *logOptions) *cobra.Command { return newClientMode(logs).cmd }
@@ -62,14 +63,38 @@ request a client certificate for a protected resource. --renegotiation never
 	f.StringVar(&o.renegotiation, "renegotiation", "never", "TLS 1.2 renegotiation requested by the server: never, once (per connection) or freely")
 	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
 	o.verify.register(f)
+	o.workload.register(f)
 	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
 
 // configure builds client mode's proxy: plaintext in, TLS out.
 func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Address) (proxy.Config, *certs.Source, error) {
-	tlsConfig, src, err := o.tlsConfig(target)
+	if o.workload.enabled() {
+		if err := o.common.crl.refuseWithWorkloadAPI(); err != nil {
+			return proxy.Config{}, nil, err
+		}
+	}
+	wsrc, err := o.workload.source(log, conflict{"cert", o.certFile != ""}, conflict{"key", o.keyFile != ""}, conflict{"cacert", o.caFile != ""})
 	if err != nil {
 		return proxy.Config{}, nil, err
+	}
+	tlsConfig, src, err := o.tlsConfig(target)
+	if err == nil && wsrc != nil {
+		err = o.verify.check()
+	}
+	if err != nil {
+		if wsrc != nil {
+			wsrc.Close()
+		}
+		return proxy.Config{}, nil, err
+	}
+	if wsrc != nil {
+		// The SVID is the client certificate and the Workload API's bundle
+		// verifies the server; the rest of tlsConfig's choices stand.
+		// --verify-* rules replace the name check, as with --cacert.
+		wcfg := wsrc.ClientTLSConfig(tlsConfig.ServerName, certs.ServerCheck{Name: tlsConfig.ServerName, Identities: o.verify.policy()})
+		wcfg.Renegotiation, wcfg.ClientSessionCache = tlsConfig.Renegotiation, tlsConfig.ClientSessionCache
+		tlsConfig, src = wcfg, wsrc
 	}
 	mode, err := o.socketMode(listen)
 	if err != nil {
@@ -125,8 +150,10 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 			return nil, nil, fileFailure("cacert", o.caFile, err)
 		}
 	}
-	if err := o.verifyServer(cfg, cfg.RootCAs, cas); err != nil {
-		return nil, nil, err
+	if !o.workload.enabled() { // else configure checks the server against the Workload API's bundle
+		if err := o.verifyServer(cfg, cfg.RootCAs, cas); err != nil {
+			return nil, nil, err
+		}
 	}
 	if o.certFile == "" && o.keyFile == "" {
 		return cfg, nil, nil

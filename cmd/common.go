@@ -142,6 +142,11 @@ func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 		return err
 	}
 	if o.dryRun {
+		if src != nil && src.FromWorkloadAPI() {
+			// Like the upstream, the agent is checked when moat runs: the
+			// flags and the address are what a dry run can vouch for.
+			src.Close()
+		}
 		log.Info().Str("listen", cfg.Listen.String()).Str("target", cfg.Target.String()).Msg("configuration is valid (--dry-run: not listening)")
 		return nil
 	}
@@ -214,6 +219,9 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if src != nil {
 		svc.Certificates = src
 		svc.OnReload = o.status.onReload(src, reloadLogger(log, src))
+		if src.FromWorkloadAPI() {
+			svc.OnReload = o.status.onReload(src, workloadLogger(log, src))
+		}
 	}
 	o.crl.addTo(&svc, log, &o.status)
 	warnOldToolchain(log)
@@ -222,6 +230,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		Status:          o.status.port(log, cfg.Target, src),
 		ShutdownDelay:   o.shutdownDelay,
 		ShutdownTimeout: o.shutdownTimeout,
+		Await:           awaitFunc(src),
 		LimitMemory:     true,
 		Notify:          true,
 		Log:             log,

@@ -51,11 +51,24 @@ func (c *crlOptions) load(authorities func() []*x509.Certificate) (*certs.Revoca
 	return list, nil
 }
 
+// refuseWithWorkloadAPI refuses --crl beside the Workload API: a CRL is
+// verified against the CA bundle when it is loaded, and the Workload API's
+// bundle only arrives (and rotates) after that.
+func (c *crlOptions) refuseWithWorkloadAPI() error {
+	if len(c.files) == 0 {
+		return nil
+	}
+	return flagError("crl", "cannot be combined with --use-workload-api: CRL signatures are verified against a CA bundle file (--cacert), and the Workload API's bundle arrives and rotates after start")
+}
+
 // applyCRL loads the --crl files of server mode, verified against the CA
 // bundle of src, into the client policy.
 func (o *serverOptions) applyCRL(src *certs.Source) error {
 	if len(o.common.crl.files) > 0 && o.disableAuth {
 		return flagError("crl", "cannot be combined with --disable-authentication: there is no client certificate to check")
+	}
+	if src.FromWorkloadAPI() {
+		return nil // refused by configure
 	}
 	rev, err := o.common.crl.load(src.CACertificates)
 	if err != nil {

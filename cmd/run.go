@@ -88,6 +88,7 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 		return usageError{err}
 	}
 	if o.dryRun {
+		plan.closeWorkload()
 		log.Info().Str("config", cf.path).Int("services", len(cf.services)).Msg("configuration is valid (--dry-run: not listening)")
 		return nil
 	}
@@ -131,6 +132,7 @@ func (t *tunnels) serve(ctx context.Context, p *plan) error {
 		ShutdownTimeout: timeout,
 		LimitMemory:     true,
 		Notify:          true,
+		Await:           p.awaitWorkload,
 		// In its own goroutine: resolving a changed target must not hold up
 		// a SIGTERM behind it.
 		Reconfigure: func() { go t.reload(ctx, "SIGHUP") },
@@ -185,6 +187,9 @@ func (t *tunnels) reload(ctx context.Context, why string) {
 	var p *plan
 	if err == nil {
 		p, err = t.plan(ctx, cf)
+	}
+	if err == nil {
+		err = p.awaitWorkload(ctx)
 	}
 	if err == nil {
 		err = p.bind()
@@ -296,4 +301,31 @@ func (r *readiness) check(ctx context.Context, only string) ([]string, bool) {
 		}
 	}
 	return reasons, known
+}
+
+// awaitWorkload waits for the first SVID of every service of the plan
+// that takes its certificate from the Workload API (at most each one's
+// --use-workload-api-timeout), so that no service serves without one.
+func (p *plan) awaitWorkload(ctx context.Context) error {
+	for _, u := range p.units {
+		for _, m := range u.members {
+			if m.src != nil && m.src.FromWorkloadAPI() {
+				if err := m.src.Await(ctx); err != nil {
+					return fmt.Errorf("service %s: %w", m.spec.name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// closeWorkload ends the Workload API streams of a plan that will not run.
+func (p *plan) closeWorkload() {
+	for _, u := range p.units {
+		for _, m := range u.members {
+			if m.src != nil && m.src.FromWorkloadAPI() {
+				m.src.Close()
+			}
+		}
+	}
 }

@@ -29,6 +29,7 @@ type serverOptions struct {
 	proxyProto  string
 	tickets     bool
 	shield      shieldOptions
+	workload    workloadOptions
 }
 
 func newServerCommand(logs *logOptions) *cobra.Command { return newServerMode(logs).cmd }
@@ -66,6 +67,7 @@ it off explicitly.`,
 	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	o.shield.register(f)
+	o.workload.register(f)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
@@ -89,11 +91,20 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 	if err := o.checkAuthFlags(); err != nil {
 		return proxy.Config{}, nil, err
 	}
-	src, err := o.source()
+	if o.workload.enabled() {
+		if err := o.common.crl.refuseWithWorkloadAPI(); err != nil {
+			return proxy.Config{}, nil, err
+		}
+	}
+	src, err := o.workload.source(log, conflict{"cert", len(o.certFiles) > 0}, conflict{"key", len(o.keyFiles) > 0},
+		conflict{"cert-dir", len(o.certDirs) > 0}, conflict{"self-signed", o.selfSigned}, conflict{"cacert", o.caFile != ""})
+	if err == nil && src == nil {
+		src, err = o.source()
+	}
 	if err != nil {
 		return proxy.Config{}, nil, err
 	}
-	if !o.disableAuth && src.CAPool() == nil {
+	if !o.disableAuth && src.CAPool() == nil && !src.FromWorkloadAPI() {
 		return proxy.Config{}, nil, flagError("cacert", "client authentication needs a CA bundle: give --cacert (or ca.crt in --cert-dir)")
 	}
 	if err := o.applyCRL(src); err != nil {

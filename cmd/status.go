@@ -89,10 +89,13 @@ func (s *statusOptions) port(log zerolog.Logger, target *endpoint.Resolver, src 
 // proxy drains. It also records the expiry of the certificate in service.
 func (s *statusOptions) open(log zerolog.Logger, ready func() bool, target *endpoint.Resolver, src *certs.Source) (*status.Server, error) {
 	s.observer()
+	var waiting func() string
 	if src != nil {
 		s.run.metrics.CertificateLoaded(src.NotAfter())
+		waiting = src.Waiting
 	}
 	st, err := status.New(status.Config{
+		Waiting:       waiting,
 		Addr:          s.addr,
 		Gatherer:      s.run.reg,
 		EnablePprof:   s.pprof,

@@ -103,6 +103,12 @@ type Options struct {
 	// ResolveInterval is how often each Target is re-resolved; 0 means
 	// DefaultResolveInterval.
 	ResolveInterval time.Duration
+	// Await, when not nil, must return before the services serve: it
+	// waits for certificates that arrive after start, such as the first
+	// SVID from the SPIFFE Workload API. Meanwhile the status port serves
+	// (with readiness failing), and a shutdown signal ends Run at once
+	// with nil; an error from Await ends Run with that error.
+	Await func(ctx context.Context) error
 	// LimitMemory sets the Go runtime's soft memory limit from the
 	// container's and returns memory freed after a burst to the operating
 	// system while Run runs. Only one Run in a process should set it.
@@ -184,12 +190,29 @@ func (r *Runner) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.watchCertificates(ctx)
+	statusServed := false
+	if r.o.Await != nil {
+		if status != nil {
+			go serveStatus(status, r.o.Log)
+			statusServed = true
+		}
+		if err := r.await(ctx, sigs); err != nil {
+			if status != nil {
+				closeStatus(status, true)
+			}
+			if errors.Is(err, errStoppedWaiting) {
+				return nil
+			}
+			return err
+		}
+	}
 	if r.o.LimitMemory {
 		keepMemoryInLimit(ctx, r.o.Log)
 	}
 	served := r.start(ctx)
 	r.serving.Store(true)
-	if status != nil {
+	if status != nil && !statusServed {
 		go serveStatus(status, r.o.Log)
 	}
 	for _, s := range r.set.current() {
@@ -202,6 +225,32 @@ func (r *Runner) Run(ctx context.Context) error {
 		closeStatus(status, errors.Is(err, ErrInterrupted))
 	}
 	return err
+}
+
+// errStoppedWaiting is await's error when a shutdown signal came first.
+var errStoppedWaiting = errors.New("shutdown signal while waiting")
+
+// await runs Options.Await. The certificate watches already run, so the
+// material Await waits for is reported when it arrives; SIGHUP
+// while waiting is ignored (there is nothing to reload yet).
+func (r *Runner) await(ctx context.Context, sigs <-chan os.Signal) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.o.Await(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				continue
+			}
+			r.stopping.Store(true)
+			r.o.Log.Info().Str("signal", sig.String()).Msg("shutdown signal while waiting for certificates; exiting")
+			return errStoppedWaiting
+		}
+	}
 }
 
 // signals returns the channel shutdown and reload signals arrive on, and
@@ -231,6 +280,15 @@ func (r *Runner) start(ctx context.Context) <-chan error {
 		r.set.launch(rs)
 	}
 	return served
+}
+
+// watchCertificates keeps every service's certificates fresh from now,
+// before the services serve, so that certificates Await waits for are
+// taken in when they arrive.
+func (r *Runner) watchCertificates(ctx context.Context) {
+	for _, rs := range r.set.running() {
+		r.set.watch(ctx, rs)
+	}
 }
 
 // serveStatus serves the status port until it is closed.

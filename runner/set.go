@@ -19,7 +19,8 @@ var ErrStopping = errors.New("runner: shutting down")
 // running is a service in the set, with what keeps it current.
 type running struct {
 	svc     Service
-	stop    context.CancelFunc // ends its certificate watch and re-resolving
+	ctx     context.Context    // of its certificate watch and re-resolving; nil until watched
+	stop    context.CancelFunc // ends them
 	retired atomic.Bool        // out of the set: its Serve returning is expected
 }
 
@@ -54,17 +55,25 @@ func (s *serviceSet) begin(ctx context.Context, every time.Duration) <-chan erro
 	return s.served
 }
 
-// launch serves one service and keeps its certificates and target fresh.
+// watch keeps one service's certificates fresh until parent ends or the
+// service retires.
+func (s *serviceSet) watch(parent context.Context, rs *running) {
+	rs.ctx, rs.stop = context.WithCancel(parent)
+	if rs.svc.Certificates != nil {
+		go rs.svc.Certificates.Watch(rs.ctx, rs.svc.reported())
+	}
+}
+
+// launch serves one service and keeps its certificates (unless already
+// watched) and target fresh.
 func (s *serviceSet) launch(rs *running) {
-	ctx, stop := context.WithCancel(s.ctx)
-	rs.stop = stop
+	if rs.ctx == nil {
+		s.watch(s.ctx, rs)
+	}
 	s.serving.Add(1)
 	go serveService(s.ctx, rs, s)
 	if rs.svc.Target != nil {
-		go rs.svc.Target.KeepResolved(s.every, ctx.Done())
-	}
-	if rs.svc.Certificates != nil {
-		go rs.svc.Certificates.Watch(ctx, rs.svc.reported())
+		go rs.svc.Target.KeepResolved(s.every, rs.ctx.Done())
 	}
 }
 

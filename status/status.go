@@ -42,6 +42,10 @@ type Config struct {
 	EnablePprof bool                // serve /debug/pprof/*; off by default, it exposes internals
 	MaxConns    int                 // most connections open at once; 0 = DefaultMaxConns
 
+	// Waiting, when not nil, says why moat cannot serve yet, such as
+	// "waiting for an SVID from the Workload API", or "" when it can; a
+	// reason fails readiness with that body.
+	Waiting func() string
 	// Draining reports that shutdown has begun; readiness then fails at
 	// once, so the load balancer stops sending before the listener closes.
 	Draining func() bool
@@ -190,6 +194,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 
 // notReady returns why moat should not get traffic, or "".
 func (s *Server) notReady(ctx context.Context) string {
+	if s.cfg.Waiting != nil {
+		if reason := s.cfg.Waiting(); reason != "" {
+			return reason
+		}
+	}
 	if s.cfg.Draining != nil && s.cfg.Draining() {
 		return "draining: shutting down, not accepting new connections"
 	}

@@ -240,3 +240,24 @@ func TestCachedCheckRunsOncePerTTLAndIgnoresCancelledProbes(t *testing.T) {
 		}
 	})
 }
+
+// TestReadyzSaysWhatItWaitsFor: a Waiting reason fails readiness with that
+// reason as the body, ahead of the draining a not-yet-serving runner
+// reports; an empty reason leaves readiness to the other checks.
+func TestReadyzSaysWhatItWaitsFor(t *testing.T) {
+	var reason atomic.Value
+	reason.Store("waiting for an SVID from the Workload API")
+	var draining atomic.Bool
+	draining.Store(true) // the runner is not serving yet
+	s := start(t, Config{Waiting: func() string { return reason.Load().(string) }, Draining: draining.Load})
+	code, body := get(t, s, "/readyz")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("waiting: /readyz = %d, want 503", code)
+	}
+	oneLine(t, body, "waiting for an SVID from the Workload API")
+	reason.Store("")
+	draining.Store(false)
+	if code, body := get(t, s, "/readyz"); code != http.StatusOK || body != "ready\n" {
+		t.Fatalf("no longer waiting: /readyz = %d %q, want 200 ready", code, body)
+	}
+}

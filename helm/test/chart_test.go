@@ -28,6 +28,8 @@ func valueSets() []valueSet {
 		{name: "mtls-crl", release: "rel", args: []string{"-f", f("mtls-crl.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
 		{name: "policies", release: "rel", namespace: "shop", args: []string{"-f", f("policies.yaml")}},
+		{name: "workload-api", release: "rel", args: []string{"-f", f("workload-api.yaml")}},
+		{name: "workload-api-hostpath", release: "rel", args: []string{"-f", f("workload-api-hostpath.yaml")}},
 		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
 		{name: "library-unix-socket", chart: parentChart, release: "shop", namespace: "shop", args: []string{"-f", f("library-unix-socket.yaml")}},
@@ -83,7 +85,7 @@ func wants() map[string]want {
 			notArgs: []string{"--disable-authentication"},
 		},
 		"mtls-crl": {
-			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--allow-uri=spiffe://cluster.local/ns/shop/**", "--crl=/etc/moat/crl/root.crl",
 				"--crl=/etc/moat/crl/intermediate.crl", "--crl-expired=refuse"},
 			notArgs: []string{"--disable-authentication"},
@@ -111,6 +113,16 @@ func wants() map[string]want {
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
 				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
 				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},
+		},
+		"workload-api": {
+			native: true, listenPort: 8443, statusPort: 9090, grace: 45,
+			args:    []string{"--use-workload-api-addr=unix:///spiffe-workload-api/spire-agent.sock", "--use-workload-api-timeout=1m", "--allow-uri=spiffe://prod.example/ns/shop/sa/*"},
+			notArgs: []string{"--cert-dir", "--self-signed", "--cacert", "--disable-authentication"},
+		},
+		"workload-api-hostpath": {
+			native: true, listenPort: 8443, statusPort: 9090, grace: 45,
+			args:    []string{"--use-workload-api-addr=unix:///spiffe-workload-api/agent.sock", "--use-workload-api-timeout=30s", "--disable-authentication"},
+			notArgs: []string{"--cert-dir", "--self-signed", "--cacert"},
 		},
 		"library": {
 			native: true, secretName: "shop-tls", listenPort: 8443, statusPort: 9090, grace: 60, lastInit: true,

@@ -192,6 +192,8 @@ func TestRefusedValues(t *testing.T) {
 		{"target outside the pod", valueSet{args: []string{"--set", "target=10.0.0.5:8080"}}, "target 10.0.0.5:8080 is not a loopback address, localhost or a unix socket, so the plaintext would leave the pod; set unsafeTarget=true"},
 		{"host name target", valueSet{args: []string{"--set", "target=db.internal:5432"}}, "set unsafeTarget=true"},
 		{"target outside the pod in a parent chart", valueSet{chart: parentChart, args: []string{"--set", "moat.target=0.0.0.0:5000"}}, "set unsafeTarget=true"},
+		{"workload API and self-signed", valueSet{args: []string{"--set", "workloadAPI.enabled=true", "--set", "tls.selfSigned=true"}}, "cannot be combined with tls.selfSigned"},
+		{"workload API volume unknown", valueSet{args: []string{"--set", "workloadAPI.volume=emptyDir"}}, "/workloadAPI/volume"},
 		{"unsafeTarget not a boolean", valueSet{args: []string{"--set", "unsafeTarget=yes"}}, "/unsafeTarget"},
 		{"listen and status on one port", valueSet{args: []string{"--set", "status.port=8443"}}, "listen.port and status.port are both 8443"},
 		{"listen on the app's port", valueSet{args: []string{"--set", "listen.port=8080"}}, `listen.port 8080 is also a port of container "app"`},
@@ -217,6 +219,48 @@ func TestRefusedValues(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("error does not mention %q:\n%v", tc.wantErr, err)
 			}
+		})
+	}
+}
+
+// TestWorkloadAPIVolume checks the Workload API socket's volume: the SPIFFE
+// CSI driver or a node directory, mounted read-only where
+// --use-workload-api-addr points.
+func TestWorkloadAPIVolume(t *testing.T) {
+	for _, tc := range []struct {
+		set  string
+		want func(corev1.Volume) bool
+	}{
+		{"workload-api", func(v corev1.Volume) bool {
+			return v.CSI != nil && v.CSI.Driver == "csi.spiffe.io" && v.CSI.ReadOnly != nil && *v.CSI.ReadOnly
+		}},
+		{"workload-api-hostpath", func(v corev1.Volume) bool {
+			return v.HostPath != nil && v.HostPath.Path == "/run/spire/sockets" &&
+				v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathDirectory
+		}},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			deps := render(t, valueSetNamed(t, tc.set)).deployments()
+			if len(deps) != 1 {
+				t.Fatalf("want 1 Deployment, got %d", len(deps))
+			}
+			spec := deps[0].Spec.Template.Spec
+			c, _, _, err := moatContainer(spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/spiffe-workload-api" || !c.VolumeMounts[0].ReadOnly {
+				t.Fatalf("moat mounts %+v, want only the Workload API directory at /spiffe-workload-api, read-only", c.VolumeMounts)
+			}
+			for _, v := range spec.Volumes {
+				if v.Name == c.VolumeMounts[0].Name {
+					if !tc.want(v) {
+						t.Fatalf("volume %+v", v.VolumeSource)
+					}
+					return
+				}
+			}
+			t.Fatalf("no volume %s", c.VolumeMounts[0].Name)
 		})
 	}
 }

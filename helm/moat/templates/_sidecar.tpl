@@ -10,8 +10,9 @@ result is that pod spec, as YAML, with:
   - the moat container: an init container with restartPolicy: Always (native
     sidecar, values.nativeSidecar) appended to initContainers, or a plain
     container appended to containers;
-  - its volume for the TLS Secret (and the client CA Secret, the socket
-    directory of a unix: target, extraVolumes) appended to volumes;
+  - its volume for the TLS Secret or for the SPIFFE Workload API socket
+    (values.workloadAPI), and the client CA Secret, the CRLs, the socket
+    directory of a unix: target and extraVolumes, appended to volumes;
   - the socket volume mounted into the containers named in
     socketVolume.containers, and a preStop sleep (appPreStop) on the
     containers named in appPreStop.containers;
@@ -110,13 +111,16 @@ real binary knows every flag rendered here.
 {{- else if not (regexMatch "^(unix:/.+|(?i:localhost)\\.?:[0-9]+|127\\.[0-9]+\\.[0-9]+\\.[0-9]+:[0-9]+|\\[::1\\]:[0-9]+)$" (toString $v.target)) }}
 {{- fail (printf "moat: target %s is not a loopback address, localhost or a unix socket, so the plaintext would leave the pod; set unsafeTarget=true to allow it" $v.target) }}
 {{- end }}
-{{- if $v.tls.selfSigned }}
+{{- if $v.workloadAPI.enabled }}
+- --use-workload-api-addr=unix://{{ $v.workloadAPI.mountPath }}/{{ $v.workloadAPI.socketName }}
+- --use-workload-api-timeout={{ $v.workloadAPI.timeout }}
+{{- else if $v.tls.selfSigned }}
 - --self-signed
 {{- else }}
 - --cert-dir={{ $v.tls.mountPath }}
 {{- end }}
 {{- if $v.mtls.enabled }}
-{{- if $v.mtls.clientCA.secretName }}
+{{- if and $v.mtls.clientCA.secretName (not $v.workloadAPI.enabled) }}
 - --cacert={{ printf "%s/%s" $v.mtls.clientCA.mountPath $v.mtls.clientCA.key }}
 {{- end }}
 {{- range $v.mtls.allowCN }}
@@ -191,8 +195,11 @@ real binary knows every flag rendered here.
 {{- if and (or $v.mtls.crl.configMap $v.mtls.crl.secretName) (not $v.mtls.enabled) -}}
 {{- fail "moat: mtls.crl needs mtls.enabled: without client certificates there is nothing to revoke" -}}
 {{- end -}}
-{{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) -}}
+{{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) (not $v.workloadAPI.enabled) -}}
 {{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
+{{- end -}}
+{{- if and $v.workloadAPI.enabled (or $v.tls.selfSigned $v.certManager.enabled $v.mtls.clientCA.secretName) -}}
+{{- fail "moat: workloadAPI.enabled takes the certificate and trust bundle from the SPIFFE Workload API; it cannot be combined with tls.selfSigned, certManager.enabled or mtls.clientCA.secretName" -}}
 {{- end -}}
 name: moat
 image: {{ include "moat.image" . | quote }}
@@ -241,9 +248,15 @@ resources:
 securityContext:
   {{- toYaml $v.securityContext | nindent 2 }}
 {{- $socketDir := include "moat.socketDir" . -}}
-{{- if or (not $v.tls.selfSigned) (and $v.mtls.enabled $v.mtls.clientCA.secretName) (and $v.mtls.enabled (or $v.mtls.crl.configMap $v.mtls.crl.secretName)) $socketDir $v.extraVolumeMounts }}
+{{- $tlsSecret := and (not $v.workloadAPI.enabled) (not $v.tls.selfSigned) -}}
+{{- if or $v.workloadAPI.enabled $tlsSecret (and $v.mtls.enabled $v.mtls.clientCA.secretName) (and $v.mtls.enabled (or $v.mtls.crl.configMap $v.mtls.crl.secretName)) $socketDir $v.extraVolumeMounts }}
 volumeMounts:
-{{- if not $v.tls.selfSigned }}
+{{- if $v.workloadAPI.enabled }}
+  - name: moat-workload-api
+    mountPath: {{ $v.workloadAPI.mountPath }}
+    readOnly: true
+{{- end }}
+{{- if $tlsSecret }}
   # The whole Secret, not subPath: rotated files reach moat without a restart.
   - name: moat-tls
     mountPath: {{ $v.tls.mountPath }}
@@ -274,13 +287,24 @@ volumeMounts:
 {{/* moat.volumes: the volumes moat mounts, as a YAML list (may be empty). */}}
 {{- define "moat.volumes" -}}
 {{- $v := .values -}}
-{{- if not $v.tls.selfSigned }}
+{{- if $v.workloadAPI.enabled }}
+- name: moat-workload-api
+{{- if eq $v.workloadAPI.volume "hostPath" }}
+  hostPath:
+    path: {{ $v.workloadAPI.hostPath }}
+    type: Directory
+{{- else }}
+  csi:
+    driver: csi.spiffe.io
+    readOnly: true
+{{- end }}
+{{- else if not $v.tls.selfSigned }}
 - name: moat-tls
   secret:
     secretName: {{ include "moat.tlsSecretName" . }}
     defaultMode: 0444
 {{- end }}
-{{- if and $v.mtls.enabled $v.mtls.clientCA.secretName }}
+{{- if and $v.mtls.enabled $v.mtls.clientCA.secretName (not $v.workloadAPI.enabled) }}
 - name: moat-client-ca
   secret:
     secretName: {{ $v.mtls.clientCA.secretName }}
