@@ -15,9 +15,10 @@ const (
 	RoleCertificate FileRole = iota + 1 // a PEM certificate chain, leaf first
 	RoleKey                             // the private key of a certificate
 	RoleCABundle                        // the CAs a peer's certificate must chain to
+	RoleKeystore                        // a certificate chain and its key in one file (PEM or PKCS#12)
 )
 
-var fileRoleNames = [...]string{RoleCertificate: "certificate", RoleKey: "key", RoleCABundle: "CA bundle"}
+var fileRoleNames = [...]string{RoleCertificate: "certificate", RoleKey: "key", RoleCABundle: "CA bundle", RoleKeystore: "keystore"}
 
 func (r FileRole) String() string {
 	if r > 0 && int(r) < len(fileRoleNames) {

@@ -55,6 +55,7 @@ request a client certificate for a protected resource. --renegotiation never
 	f.StringVar(&o.serverName, "server-name", "", "name the server certificate must carry, also sent as SNI (default: the host of --target)")
 	f.StringVar(&o.renegotiation, "renegotiation", "never", "TLS 1.2 renegotiation requested by the server: never, once (per connection) or freely")
 	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
+	o.common.ghost.registerClient(f)
 	return cmd
 }
 
@@ -111,12 +112,12 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 		}
 		cfg.RootCAs = pool
 	}
-	if o.certFile == "" && o.keyFile == "" {
-		return cfg, nil, nil
-	}
-	src, err := fileSource(o.certFile, o.keyFile, "")
-	if err != nil {
+	src, err := o.clientCertificate()
+	switch {
+	case err != nil:
 		return nil, nil, err
+	case src == nil:
+		return cfg, nil, nil
 	}
 	cfg.GetClientCertificate = src.GetClientCertificate
 	return cfg, src, nil
@@ -164,4 +165,21 @@ func (o *clientOptions) socketMode(listen endpoint.Address) (uint32, error) {
 		return 0, flagError("listen-mode", "%q: want octal permission bits such as 0660", o.listenMode)
 	}
 	return uint32(m), nil
+}
+
+// clientCertificate loads the certificate presented to servers that ask
+// for one: from --cert/--key or --keystore, or none (nil) when neither is
+// given or --disable-authentication says so.
+func (o *clientOptions) clientCertificate() (*certs.Source, error) {
+	g := &o.common.ghost
+	others := given(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "keystore": g.keystore != ""})
+	switch {
+	case g.noClientCert && len(others) > 0:
+		return nil, flagError("disable-authentication", "presents no client certificate, so it cannot be combined with %s", strings.Join(others, ", "))
+	case g.keystore != "":
+		return g.keystoreSource("", given(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != ""})...)
+	case o.certFile == "" && o.keyFile == "":
+		return nil, nil
+	}
+	return fileSource(o.certFile, o.keyFile, "")
 }

@@ -37,7 +37,9 @@ type commonOptions struct {
 	dryRun           bool
 	plaintext        plaintextSide // which of --listen and --target carries plaintext
 	status           statusOptions
-	logs             *logOptions // the root command's
+	crypto           cryptoOptions     // --min-tls-version, --tls-groups, --require-pq
+	ghost            ghostunnelOptions // ghostunnel's spellings and flags
+	logs             *logOptions       // the root command's
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -56,6 +58,8 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.BoolVar(&o.dryRun, "dry-run", false, "check the flags, load the certificates and resolve --target, then exit without listening (0 = the same command would start)")
 	o.plaintext.register(f)
 	o.status.register(f)
+	o.crypto.register(f)
+	o.ghost.register(f)
 }
 
 // addresses parses --listen and --target.
@@ -131,6 +135,9 @@ func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 		return err
 	}
 	defer flushLog()
+	if err := o.ghost.check(); err != nil {
+		return err
+	}
 	listen, target, err := o.addresses()
 	if err != nil {
 		return err
@@ -140,6 +147,12 @@ func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 	}
 	cfg, src, err := configure(log, listen, target)
 	if err != nil {
+		return err
+	}
+	if err := o.crypto.apply(cmd.Flags(), &cfg, log); err != nil {
+		return err
+	}
+	if err := o.ghost.apply(&o.status, &cfg, log); err != nil {
 		return err
 	}
 	return runProxy(cmd.Context(), cfg, *o, log, src)
@@ -199,6 +212,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		Status:          o.status.port(log, cfg.Target, src),
 		ShutdownDelay:   o.shutdownDelay,
 		ShutdownTimeout: o.shutdownTimeout,
+		ReloadInterval:  o.ghost.timedReload,
 		LimitMemory:     true,
 		Log:             log,
 	})

@@ -62,6 +62,7 @@ it off explicitly.`,
 	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	o.shield.register(f)
+	o.common.ghost.registerServer(f, &o.policy)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return cmd
 }
@@ -134,6 +135,9 @@ func (o *serverOptions) checkAuthFlags() error {
 // source loads the serving certificate from exactly one of --cert/--key,
 // --cert-dir and --self-signed.
 func (o *serverOptions) source() (*certs.Source, error) {
+	if o.common.ghost.keystore != "" {
+		return o.common.ghost.keystoreSource(o.caFile, given(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "cert-dir": o.certDir != "", "self-signed": o.selfSigned})...)
+	}
 	given := 0
 	for _, set := range []bool{o.certFile != "" || o.keyFile != "", o.certDir != "", o.selfSigned} {
 		if set {
@@ -142,7 +146,7 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	}
 	switch {
 	case given == 0:
-		return nil, flagError("cert", "no certificate: give --cert and --key, --cert-dir, or --self-signed")
+		return nil, flagError("cert", "no certificate: give --cert and --key, --keystore, --cert-dir, or --self-signed")
 	case given > 1:
 		return nil, flagError("cert", "give only one of --cert/--key, --cert-dir and --self-signed")
 	case o.selfSigned:

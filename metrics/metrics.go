@@ -126,6 +126,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
 			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads, buffers, evicted,
 			collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(fipsGauge())
 	}
 	return m
 }

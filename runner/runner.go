@@ -96,6 +96,11 @@ type Options struct {
 	// ShutdownTimeout is how long open connections get to finish once the
 	// services stop accepting; the rest are then reset.
 	ShutdownTimeout time.Duration
+	// ReloadInterval, when not 0, also reloads every service's
+	// Certificates this often, besides on SIGHUP and when the files change
+	// (ghostunnel's --timed-reload): for files on a filesystem that sends
+	// no change events. Only a change or a new failure is reported.
+	ReloadInterval time.Duration
 	// ResolveInterval is how often each Target is re-resolved; 0 means
 	// DefaultResolveInterval.
 	ResolveInterval time.Duration
@@ -218,9 +223,37 @@ func (r *Runner) start(ctx context.Context) <-chan error {
 		}
 		if s.Certificates != nil {
 			go s.Certificates.Watch(ctx, s.reported())
+			if r.o.ReloadInterval > 0 {
+				go reloadEvery(ctx, r.o.ReloadInterval, s)
+			}
 		}
 	}
 	return served
+}
+
+// checker is a Certificates that can reload and report only a change or a
+// new failure; *certs.Source is one. Without it a timed reload reports
+// every outcome, as SIGHUP does.
+type checker interface {
+	Check(onReload func(error))
+}
+
+// reloadEvery reloads s's certificates every interval until ctx ends.
+func reloadEvery(ctx context.Context, interval time.Duration, s Service) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c, ok := s.Certificates.(checker); ok {
+				c.Check(s.reported())
+			} else {
+				s.reported()(s.Certificates.Reload())
+			}
+		}
+	}
 }
 
 // serveService runs one server; a named function, so that stack dumps say
