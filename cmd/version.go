@@ -32,26 +32,26 @@ func commit() string {
 	return "unknown"
 }
 
-// fipsLine says whether Go's FIPS 140-3 module is in use, and which.
-func fipsLine() string {
+// fipsMode says whether Go's FIPS 140-3 module is in use, and which
+// version of it moat was built with ("latest" unless GOFIPS140 froze one).
+func fipsMode() string {
 	on, enforced := tlspolicy.FIPS()
 	switch {
 	case enforced:
-		return fmt.Sprintf("FIPS 140-3 mode: on, enforced (GODEBUG=fips140=only; Go Cryptographic Module %s)", tlspolicy.FIPSModule())
+		return "fips140=only, module " + tlspolicy.FIPSModule()
 	case on:
-		return fmt.Sprintf("FIPS 140-3 mode: on (GODEBUG=fips140=on; Go Cryptographic Module %s)", tlspolicy.FIPSModule())
+		return "fips140=on, module " + tlspolicy.FIPSModule()
 	}
-	return fmt.Sprintf("FIPS 140-3 mode: off (Go Cryptographic Module %s; run with GODEBUG=fips140=on to turn it on)", tlspolicy.FIPSModule())
+	return "fips140=off"
 }
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print moat's version, commit and Go version",
+		Short: "Print moat's version, commit, Go version and FIPS 140-3 mode",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "moat %s (commit %s, %s, %s/%s)\n", Version, commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-			fmt.Fprintln(cmd.OutOrStdout(), fipsLine())
+			fmt.Fprintf(cmd.OutOrStdout(), "moat %s (commit %s, %s, %s/%s, %s)\n", Version, commit(), runtime.Version(), runtime.GOOS, runtime.GOARCH, fipsMode())
 		},
 	}
 }
