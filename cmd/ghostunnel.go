@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -39,12 +38,13 @@ func (g *ghostunnelOptions) register(f *pflag.FlagSet) {
 }
 
 // registerServer adds ghostunnel's server-only spellings: the older
-// --allow-dns-san and --allow-uri-san names of --allow-dns and --allow-uri.
-func (g *ghostunnelOptions) registerServer(f *pflag.FlagSet, p *certs.Policy) {
-	f.Var(appendTo(&p.DNSNames), "allow-dns-san", "same as --allow-dns (ghostunnel's older spelling)")
-	f.Var(appendTo(&p.URIs), "allow-uri-san", "same as --allow-uri (ghostunnel's older spelling)")
-	f.MarkHidden("allow-dns-san")
-	f.MarkHidden("allow-uri-san")
+// --allow-dns-san and --allow-uri-san names of --allow-dns and --allow-uri,
+// which must be registered already.
+func (g *ghostunnelOptions) registerServer(f *pflag.FlagSet) {
+	for alias, of := range map[string]string{"allow-dns-san": "allow-dns", "allow-uri-san": "allow-uri"} {
+		f.Var(aliasOf(f.Lookup(of).Value), alias, "same as --"+of+" (ghostunnel's older spelling)")
+		f.MarkHidden(alias)
+	}
 	for _, u := range unsupportedFlags(serverOnly) {
 		g.refuse(f, u)
 	}
@@ -133,17 +133,14 @@ func (s *statusOptions) acceptScheme() error {
 	return nil
 }
 
-// appendValue is a repeatable string flag that appends to a slice another
-// flag fills too, so two spellings of one flag add up.
-type appendValue struct{ to *[]string }
+// aliasValue is a second name of a repeatable flag: it sets the flag's
+// own Value, so values given under either name add up in order.
+type aliasValue struct{ of pflag.Value }
 
-func appendTo(p *[]string) *appendValue          { return &appendValue{to: p} }
-func (a *appendValue) Set(v string) error        { *a.to = append(*a.to, v); return nil }
-func (a *appendValue) Type() string              { return "stringArray" }
-func (a *appendValue) String() string            { return fmt.Sprint(*a.to) }
-func (a *appendValue) GetSlice() []string        { return *a.to }
-func (a *appendValue) Append(v string) error     { return a.Set(v) }
-func (a *appendValue) Replace(vs []string) error { *a.to = vs; return nil }
+func aliasOf(v pflag.Value) *aliasValue  { return &aliasValue{of: v} }
+func (a *aliasValue) Set(v string) error { return a.of.Set(v) }
+func (a *aliasValue) Type() string       { return a.of.Type() }
+func (a *aliasValue) String() string     { return a.of.String() }
 
 // unsupportedFlag is a ghostunnel flag moat recognises only to refuse:
 // hidden, it takes the value ghostunnel's does and records that it was

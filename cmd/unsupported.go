@@ -49,6 +49,8 @@ var unsupported = []struct {
 	{serverOnly, unsupportedFlag{name: "auto-acme-agree-to-tos", bool: true, why: "moat does not obtain certificates itself (no ACME); see --auto-acme-cert"}},
 	{serverOnly, unsupportedFlag{name: "auto-acme-ca", why: "moat does not obtain certificates itself (no ACME); see --auto-acme-cert"}},
 	{serverOnly, unsupportedFlag{name: "auto-acme-testca", why: "moat does not obtain certificates itself (no ACME); see --auto-acme-cert"}},
+	{serverOnly, unsupportedFlag{name: "auto-acme-renew-check-interval", why: "moat does not obtain certificates itself (no ACME); see --auto-acme-cert"}},
+	{serverOnly, unsupportedFlag{name: "auto-acme-alt-tls-alpn-port", why: "moat does not obtain certificates itself (no ACME); see --auto-acme-cert"}},
 	{clientOnly, unsupportedFlag{name: "proxy", why: "moat connects to --target directly; HTTP CONNECT and SOCKS5 proxies are not supported"}},
 	{clientOnly, unsupportedFlag{name: "connect-proxy", why: "moat connects to --target directly; HTTP CONNECT and SOCKS5 proxies are not supported"}},
 }
