@@ -27,6 +27,7 @@ func valueSets() []valueSet {
 		{name: "self-signed-mtls", release: "rel", args: []string{"-f", f("self-signed-mtls.yaml")}},
 		{name: "all-flags", release: "rel", args: []string{"-f", f("all-flags.yaml")}},
 		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
+		{name: "require-pq", release: "rel", args: []string{"--set", "crypto.requirePQ=true"}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
 		{name: "library-plain", chart: parentChart, release: "shop", kubeVersion: "1.28.0",
 			args: []string{"--set", "moat.nativeSidecar=false", "--set", "moat.mtls.enabled=false"}},
@@ -70,6 +71,11 @@ func wants() map[string]want {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
 			args: []string{"--target=10.0.0.5:8080", "--unsafe-target"},
 		},
+		"require-pq": {
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			args:    []string{"--require-pq"},
+			notArgs: []string{"--min-tls-version", "--tls-groups", "--max-conn-lifetime", "--timed-reload"},
+		},
 		"mtls": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
 			args: []string{"--cert-dir=/etc/moat/tls", "--cacert=/etc/moat/client-ca/bundle.pem", "--allow-cn=checkout", "--allow-ou=payments",
@@ -98,7 +104,8 @@ func wants() map[string]want {
 			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 73,
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
 				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
-				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},
+				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s",
+				"--min-tls-version=1.3", "--tls-groups=X25519MLKEM768,X25519,P-256", "--max-conn-lifetime=12h", "--timed-reload=5m"},
 		},
 		"library": {
 			native: true, secretName: "shop-tls", listenPort: 8443, statusPort: 9090, grace: 60, lastInit: true,
