@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +198,44 @@ func TestFIPSModeIsVisible(t *testing.T) {
 	if err == nil || !strings.Contains(string(refused), "--tls-groups: X25519: not allowed in FIPS 140-3 mode") {
 		t.Fatalf("--tls-groups X25519 under fips140=on: %v: %s", err, refused)
 	}
+}
+
+// TestFIPSFrozenModuleBuild builds moat the way the Dockerfile's GOFIPS140
+// argument does, against the frozen Go Cryptographic Module v1.0.0: the
+// binary runs in FIPS mode without being told, says so, and under
+// GODEBUG=fips140=only serves an approved key exchange and refuses X25519.
+func TestFIPSFrozenModuleBuild(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "moat")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	build.Env = append(os.Environ(), "GOFIPS140=v1.0.0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("GOFIPS140=v1.0.0 go build: %v\n%s", err, out)
+	}
+	version := exec.Command(bin, "version")
+	version.Env = withoutGODEBUG()
+	if out, err := version.CombinedOutput(); err != nil || !strings.Contains(string(out), "fips140=on, module v1.0.0") {
+		t.Fatalf("moat version of the FIPS build: %v: %s", err, out)
+	}
+	t.Setenv("GODEBUG", "fips140=only")
+	f := serverFiles(t)
+	up := startUpstream(t, upperEcho)
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	m := start(t, bin, "server", "--listen", addr, "--target", up.addr(), "--cert", f.Cert, "--key", f.Key, "--disable-authentication")
+	m.waitFor(t, "moat is listening", step)
+	m.waitFor(t, `"enforced":true`, step)
+	x := sClient(t, addr, f, "-groups", "X25519")
+	x.waitFor(t, "handshake failure", step)
+	ok := sClient(t, addr, f, "-groups", "P-256", "-quiet")
+	fmt.Fprintln(ok.stdin, "validated module")
+	ok.waitFor(t, "VALIDATED MODULE", step)
+}
+
+func withoutGODEBUG() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GODEBUG=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
