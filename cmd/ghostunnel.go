@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -29,7 +30,7 @@ type ghostunnelOptions struct {
 
 func (g *ghostunnelOptions) register(f *pflag.FlagSet) {
 	f.StringVar(&g.keystore, "keystore", "", "one file with the certificate chain and its private key: PEM (in any order) or PKCS#12 (.p12, with --storepass); reloaded on change, like --cert/--key")
-	f.StringVar(&g.storepass, "storepass", "", "password of a PKCS#12 --keystore (none when empty)")
+	f.StringVar(&g.storepass, "storepass", "", "password of a PKCS#12 --keystore (none when empty; default $"+storepassEnv+", which other local users cannot read from the process's command line)")
 	f.DurationVar(&g.timedReload, "timed-reload", 0, "also re-read the certificate, key and CA files this often, besides watching them (0 = only on change and SIGHUP)")
 	f.DurationVar(&g.maxConnLifetime, "max-conn-lifetime", 0, "reset connections this long after they were accepted, busy or not (0 = never)")
 	for _, u := range unsupportedFlags(both) {
@@ -98,12 +99,20 @@ func (g *ghostunnelOptions) keystoreSource(caFile string, others ...string) (*ce
 	if len(others) > 0 {
 		return nil, flagError("keystore", "give either --keystore or %s, not both", strings.Join(others, ", "))
 	}
-	src, err := certs.NewKeystoreSource(g.keystore, g.storepass, caFile)
+	pass := g.storepass
+	if pass == "" {
+		pass = os.Getenv(storepassEnv)
+	}
+	src, err := certs.NewKeystoreSource(g.keystore, pass, caFile)
 	if err != nil {
 		return nil, flagError(fileFlag(err), "%v", err)
 	}
 	return src, nil
 }
+
+// storepassEnv is where --storepass is read from when the flag is absent:
+// ghostunnel's variable, and the way to keep the password out of ps.
+const storepassEnv = "KEYSTORE_PASS"
 
 // given lists the flags among pairs (name, set) that are set, as --name.
 func given(pairs map[string]bool) []string {

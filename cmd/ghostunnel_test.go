@@ -217,3 +217,18 @@ func TestClientDisableAuthenticationPresentsNoCertificate(t *testing.T) {
 		t.Fatalf("--disable-authentication with --keystore: %v", err)
 	}
 }
+
+// TestStorepassFromEnvironment: KEYSTORE_PASS stands for --storepass, as
+// in ghostunnel, so the password need not be on the command line.
+func TestStorepassFromEnvironment(t *testing.T) {
+	files, _, p12 := ghostFiles(t)
+	args := []string{"server", "--dry-run", "--listen", "127.0.0.1:1", "--target", "127.0.0.1:2", "--cacert", files.CACert, "--keystore", p12, "--allow-all"}
+	t.Setenv("KEYSTORE_PASS", "secret")
+	if out, err := run(t, args...); err != nil || !strings.Contains(out, "configuration is valid") {
+		t.Fatalf("KEYSTORE_PASS=secret: %v\n%s", err, out)
+	}
+	t.Setenv("KEYSTORE_PASS", "wrong")
+	if _, err := run(t, args...); err == nil || !strings.HasPrefix(err.Error(), "--keystore:") {
+		t.Fatalf("KEYSTORE_PASS=wrong: %v", err)
+	}
+}
