@@ -16,7 +16,7 @@ import (
 
 // The crypto policy flags against real peers: gnutls-cli picks the groups
 // it offers with --priority, openssl s_client its versions with -tls1_2
-// and -tls1_3. OpenSSL before 3.5 and GnuTLS before 3.8.8 have no hybrid
+// and -tls1_3. OpenSSL before 3.5 and the GnuTLS of Debian 12 have no hybrid
 // post-quantum group, which is what makes them the classic clients
 // --require-pq must refuse; a Go client, which offers X25519MLKEM768 by
 // default, is the post-quantum one.
