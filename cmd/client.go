@@ -172,12 +172,12 @@ func (o *clientOptions) socketMode(listen endpoint.Address) (uint32, error) {
 // given or --disable-authentication says so.
 func (o *clientOptions) clientCertificate() (*certs.Source, error) {
 	g := &o.common.ghost
-	others := given(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "keystore": g.keystore != ""})
+	others := flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "keystore": g.keystore != ""})
 	switch {
 	case g.noClientCert && len(others) > 0:
 		return nil, flagError("disable-authentication", "presents no client certificate, so it cannot be combined with %s", strings.Join(others, ", "))
 	case g.keystore != "":
-		return g.keystoreSource("", given(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != ""})...)
+		return g.keystoreSource("", flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != ""})...)
 	case o.certFile == "" && o.keyFile == "":
 		return nil, nil
 	}

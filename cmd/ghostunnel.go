@@ -114,8 +114,8 @@ func (g *ghostunnelOptions) keystoreSource(caFile string, others ...string) (*ce
 // ghostunnel's variable, and the way to keep the password out of ps.
 const storepassEnv = "KEYSTORE_PASS"
 
-// given lists the flags among pairs (name, set) that are set, as --name.
-func given(pairs map[string]bool) []string {
+// flagsGiven lists the flags among pairs (name, set) that are set, as --name.
+func flagsGiven(pairs map[string]bool) []string {
 	var out []string
 	for name, set := range pairs {
 		if set {

@@ -136,7 +136,7 @@ func (o *serverOptions) checkAuthFlags() error {
 // --cert-dir and --self-signed.
 func (o *serverOptions) source() (*certs.Source, error) {
 	if o.common.ghost.keystore != "" {
-		return o.common.ghost.keystoreSource(o.caFile, given(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "cert-dir": o.certDir != "", "self-signed": o.selfSigned})...)
+		return o.common.ghost.keystoreSource(o.caFile, flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "cert-dir": o.certDir != "", "self-signed": o.selfSigned})...)
 	}
 	given := 0
 	for _, set := range []bool{o.certFile != "" || o.keyFile != "", o.certDir != "", o.selfSigned} {
