@@ -112,6 +112,17 @@ func freePortT() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// freeWildcardPort is a port free on every address a moment ago.
+func freeWildcardPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // upstreamAt serves upperEcho on addr.
 func upstreamAt(t *testing.T, addr string) {
 	t.Helper()
@@ -217,8 +228,9 @@ func TestGhostunnelCommandLines(t *testing.T) {
 	t.Run("PROXY protocol page: --proxy-protocol and --allow-ou, written with =", func(t *testing.T) {
 		headers := make(chan *ppHeader, 1)
 		up := ppUpstream(t, headers)
-		p := ports("TLS")
-		p["UP"] = portOf(t, up.addr())
+		// The docs listen on every address: the port is picked free on
+		// every address too, not only on loopback.
+		p := map[string]int{"TLS": freeWildcardPort(t), "UP": portOf(t, up.addr())}
 		ghostLine(t, keys, "ghostunnel server --listen=:{TLS} --target=localhost:{UP} --keystore=test-keys/server-keystore.p12 --cacert=test-keys/cacert.pem --allow-ou=my-service --proxy-protocol", p)
 		c := start(t, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", p["TLS"]), "-servername", "localhost",
 			"-cert", keys+"/client-cert.pem", "-key", keys+"/client-key.pem", "-CAfile", keys+"/cacert.pem", "-quiet")
