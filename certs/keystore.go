@@ -35,6 +35,16 @@ func NewKeystoreSource(path, password, caFile string) (*Source, error) {
 // does not open with the password given.
 var ErrKeystorePassword = errors.New("wrong password, or no password given for an encrypted keystore")
 
+// ErrJavaKeystore is the error for a JKS or JCEKS keystore, which moat does
+// not read (ghostunnel does): PKCS#12 is what Java itself writes by default
+// since Java 9.
+var ErrJavaKeystore = errors.New("a Java keystore (JKS/JCEKS), which moat does not read; convert it: keytool -importkeystore -srckeystore FILE -destkeystore FILE.p12 -deststoretype pkcs12")
+
+// isJavaKeystore tells JKS (magic FEEDFEED) and JCEKS (CECECECE) files.
+func isJavaKeystore(data []byte) bool {
+	return bytes.HasPrefix(data, []byte{0xfe, 0xed, 0xfe, 0xed}) || bytes.HasPrefix(data, []byte{0xce, 0xce, 0xce, 0xce})
+}
+
 // parse reads one keystore's bytes. Errors name the file and never carry
 // key material or the password.
 func (k *keystore) parse(path string, data []byte) (*tls.Certificate, error) {
@@ -45,6 +55,9 @@ func (k *keystore) parse(path string, data []byte) (*tls.Certificate, error) {
 			fe.Role = RoleKeystore
 		}
 		return cert, err
+	}
+	if isJavaKeystore(data) {
+		return nil, &FileError{Role: RoleKeystore, Path: path, Err: ErrJavaKeystore}
 	}
 	key, leaf, chain, err := pkcs12.DecodeChain(data, k.password)
 	if err != nil {

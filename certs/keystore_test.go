@@ -98,3 +98,14 @@ func TestKeystoreRefusesMismatchAndMissingKey(t *testing.T) {
 		t.Fatal("wrong certificate")
 	}
 }
+
+func TestKeystoreNamesJavaKeystores(t *testing.T) {
+	dir := t.TempDir()
+	for name, magic := range map[string][]byte{"jks": {0xfe, 0xed, 0xfe, 0xed, 0, 0, 0, 2}, "jceks": {0xce, 0xce, 0xce, 0xce, 0, 0, 0, 2}} {
+		path := filepath.Join(dir, name)
+		writeTestFile(t, path, magic)
+		if _, err := NewKeystoreSource(path, "changeit", ""); !errors.Is(err, ErrJavaKeystore) || !strings.Contains(err.Error(), "keytool -importkeystore") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
