@@ -60,7 +60,7 @@ func TestCheckRefusesPoliciesNoHandshakeCouldMeet(t *testing.T) {
 
 // socketPair is a connected pair with kernel buffers: net.Pipe has none,
 // and a side writing an alert while the other still writes would block.
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -81,7 +81,7 @@ func socketPair(t *testing.T) (net.Conn, net.Conn) {
 
 // handshakeState runs one crypto/tls handshake over a socket pair and
 // returns what the server negotiated, or its error.
-func handshakeState(t *testing.T, server, client *tls.Config) (tls.ConnectionState, error) {
+func handshakeState(t testing.TB, server, client *tls.Config) (tls.ConnectionState, error) {
 	t.Helper()
 	a, b := socketPair(t)
 	defer a.Close()
@@ -104,13 +104,13 @@ func handshakeState(t *testing.T, server, client *tls.Config) (tls.ConnectionSta
 }
 
 // handshake returns the group a handshake agreed on, or the server's error.
-func handshake(t *testing.T, server, client *tls.Config) (tls.CurveID, error) {
+func handshake(t testing.TB, server, client *tls.Config) (tls.CurveID, error) {
 	t.Helper()
 	cs, err := handshakeState(t, server, client)
 	return cs.CurveID, err
 }
 
-func configs(t *testing.T) (*tls.Config, *tls.Config) {
+func configs(t testing.TB) (*tls.Config, *tls.Config) {
 	ca := testpki.NewCA()
 	leaf := ca.Issue("localhost")
 	cert := leaf.TLS()
