@@ -4,6 +4,16 @@
 #
 #   docker build --build-arg VERSION=v1.2.3 --build-arg COMMIT=$(git rev-parse HEAD) -t moat .
 #
+# FIPS 140-3 variant: build against a frozen Go Cryptographic Module. Such a
+# binary runs in FIPS mode by default (the go command makes GODEBUG=fips140=on
+# its default); run it with GODEBUG=fips140=only to also make non-approved
+# algorithms fail:
+#
+#   docker build --build-arg GOFIPS140=v1.0.0 -t moat:fips .
+#
+# The default (GOFIPS140=off) builds the ordinary image, unchanged. `moat
+# version` and the moat_fips140_enabled gauge say which one runs.
+#
 # Build stage: the Go toolchain pinned by go.mod (toolchain go1.26.11), a static binary
 # (CGO_ENABLED=0), reproducible paths (-trimpath), version and commit stamped
 # into cmd.Version / cmd.Commit.
@@ -36,7 +46,9 @@ ARG TARGETOS
 ARG TARGETARCH
 ARG VERSION=dev
 ARG COMMIT=unknown
-RUN GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false \
+# GOFIPS140: off, or a frozen module version such as v1.0.0 (see above).
+ARG GOFIPS140=off
+RUN GOFIPS140=${GOFIPS140} GOOS=${TARGETOS} GOARCH=${TARGETARCH} go build -trimpath -buildvcs=false \
       -ldflags "-s -w -X github.com/moat-proxy/moat/cmd.Version=${VERSION} -X github.com/moat-proxy/moat/cmd.Commit=${COMMIT}" \
       -o /out/moat .
 

@@ -16,9 +16,10 @@ const (
 	RoleKey                             // the private key of a certificate
 	RoleCABundle                        // the CAs a peer's certificate must chain to
 	RoleCRL                             // a certificate revocation list (PEM or DER)
+	RoleKeystore                        // a certificate chain and its key in one file (PEM or PKCS#12)
 )
 
-var fileRoleNames = [...]string{RoleCertificate: "certificate", RoleKey: "key", RoleCABundle: "CA bundle", RoleCRL: "CRL"}
+var fileRoleNames = [...]string{RoleCertificate: "certificate", RoleKey: "key", RoleCABundle: "CA bundle", RoleCRL: "CRL", RoleKeystore: "keystore"}
 
 func (r FileRole) String() string {
 	if r > 0 && int(r) < len(fileRoleNames) {

@@ -24,6 +24,7 @@ type Source struct {
 	static                    bool             // NewStaticSource: nothing to reload
 	fixed                     *tls.Certificate // served as is; only the CA bundle reloads
 	wl                        *workload        // NewWorkloadSource: material from the SPIFFE Workload API
+	keystore                  *keystore        // certFile is a keystore: chain and key in one file
 
 	current atomic.Pointer[material]
 	more    []*Source // further key pairs served by SNI (AddKeyPairs); set before use
@@ -218,7 +219,11 @@ func (s *Source) readAll() (fileSet, [sha256.Size]byte, error) {
 	var f fileSet
 	var err error
 	h := sha256.New()
-	if s.certFile != "" {
+	if s.keystore != nil {
+		if f.cert, err = readFile(RoleKeystore, s.certFile); err != nil {
+			return f, errSum(err), err
+		}
+	} else if s.certFile != "" {
 		if f.cert, err = readFile(RoleCertificate, s.certFile); err != nil {
 			return f, errSum(err), err
 		}
@@ -250,7 +255,11 @@ func errSum(err error) [sha256.Size]byte { return sha256.Sum256([]byte(err.Error
 func (s *Source) parse(f fileSet, sum [sha256.Size]byte) (*material, error) {
 	m := &material{cert: s.fixed, sum: sum}
 	var err error
-	if s.certFile != "" {
+	if s.keystore != nil {
+		if m.cert, err = s.keystore.parse(s.certFile, f.cert); err != nil {
+			return nil, err
+		}
+	} else if s.certFile != "" {
 		if m.cert, err = parseKeyPair(s.certFile, f.cert, s.keyFile, f.key); err != nil {
 			return nil, err
 		}

@@ -115,6 +115,11 @@ func watchFiles(ctx context.Context, dirs []string, check, watching func()) {
 	}
 }
 
+// Check reloads if the content changed and tells onReload about new
+// material or a new failure, as Watch does on each event: for a periodic
+// reload on top of Watch.
+func (s *Source) Check(onReload func(error)) { s.check(onReload) }
+
 // check reloads if the content changed and tells onReload about new material
 // or a new failure.
 func (s *Source) check(onReload func(error)) {

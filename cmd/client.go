@@ -64,6 +64,7 @@ request a client certificate for a protected resource. --renegotiation never
 	f.IntVar(&o.sessionCacheSize, "session-cache-size", 1024, "TLS sessions kept for resumption on reconnect (0 = no resumption)")
 	o.verify.register(f)
 	o.workload.register(f)
+	o.common.ghost.registerClient(f)
 	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
 
@@ -74,7 +75,7 @@ func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 			return proxy.Config{}, nil, err
 		}
 	}
-	wsrc, err := o.workload.source(log, conflict{"cert", o.certFile != ""}, conflict{"key", o.keyFile != ""}, conflict{"cacert", o.caFile != ""})
+	wsrc, err := o.workload.source(log, conflict{"keystore", o.common.ghost.keystore != ""}, conflict{"cert", o.certFile != ""}, conflict{"key", o.keyFile != ""}, conflict{"cacert", o.caFile != ""})
 	if err != nil {
 		return proxy.Config{}, nil, err
 	}
@@ -155,12 +156,12 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 			return nil, nil, err
 		}
 	}
-	if o.certFile == "" && o.keyFile == "" {
-		return cfg, nil, nil
-	}
-	src, err := fileSource(o.certFile, o.keyFile, "")
-	if err != nil {
+	src, err := o.clientCertificate()
+	switch {
+	case err != nil:
 		return nil, nil, err
+	case src == nil:
+		return cfg, nil, nil
 	}
 	cfg.GetClientCertificate = src.GetClientCertificate
 	return cfg, src, nil
@@ -208,4 +209,21 @@ func (o *clientOptions) socketMode(listen endpoint.Address) (uint32, error) {
 		return 0, flagError("listen-mode", "%q: want octal permission bits such as 0660", o.listenMode)
 	}
 	return uint32(m), nil
+}
+
+// clientCertificate loads the certificate presented to servers that ask
+// for one: from --cert/--key or --keystore, or none (nil) when neither is
+// given or --disable-authentication says so.
+func (o *clientOptions) clientCertificate() (*certs.Source, error) {
+	g := &o.common.ghost
+	others := flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "keystore": g.keystore != ""})
+	switch {
+	case g.noClientCert && len(others) > 0:
+		return nil, flagError("disable-authentication", "presents no client certificate, so it cannot be combined with %s", strings.Join(others, ", "))
+	case g.keystore != "":
+		return g.keystoreSource("", flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != ""})...)
+	case o.certFile == "" && o.keyFile == "":
+		return nil, nil
+	}
+	return fileSource(o.certFile, o.keyFile, "")
 }

@@ -38,7 +38,10 @@ type commonOptions struct {
 	plaintext        plaintextSide // which of --listen and --target carries plaintext
 	crl              crlOptions    // --crl, --crl-expired
 	status           statusOptions
-	logs             *logOptions // the root command's
+	crypto           cryptoOptions     // --min-tls-version, --tls-groups, --require-pq
+	ghost            ghostunnelOptions // ghostunnel's spellings and flags
+	logs             *logOptions       // the root command's
+	flags            *pflag.FlagSet    // the mode's, for what was given
 }
 
 func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string) {
@@ -58,6 +61,9 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	o.plaintext.register(f)
 	o.status.register(f)
 	o.crl.register(f)
+	o.crypto.register(f)
+	o.ghost.register(f)
+	o.flags = f
 }
 
 // addresses parses --listen and --target.
@@ -159,6 +165,9 @@ func (o *commonOptions) run(cmd *cobra.Command, configure configureFunc) error {
 // loaded), resolve --target and check the status flags. moat run puts
 // every service of its file through it too.
 func (o *commonOptions) prepare(ctx context.Context, log zerolog.Logger, configure configureFunc) (proxy.Config, *certs.Source, error) {
+	if err := o.ghost.check(); err != nil {
+		return proxy.Config{}, nil, err
+	}
 	listen, target, err := o.addresses()
 	if err != nil {
 		return proxy.Config{}, nil, err
@@ -168,6 +177,12 @@ func (o *commonOptions) prepare(ctx context.Context, log zerolog.Logger, configu
 	}
 	cfg, src, err := configure(log, listen, target)
 	if err != nil {
+		return proxy.Config{}, nil, err
+	}
+	if err := o.crypto.apply(o.flags, &cfg, log); err != nil {
+		return proxy.Config{}, nil, err
+	}
+	if err := o.ghost.apply(&o.status, &cfg, log); err != nil {
 		return proxy.Config{}, nil, err
 	}
 	if err := cfg.Target.Resolve(ctx); err != nil {
@@ -215,7 +230,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 	if err := o.plaintext.checkBound(cfg.Listen, srv.Addr()); err != nil {
 		return err
 	}
-	svc := runner.Service{Server: srv, Target: cfg.Target}
+	svc := runner.Service{Server: srv, Target: cfg.Target, ReloadEvery: o.ghost.timedReload}
 	if src != nil {
 		svc.Certificates = src
 		svc.OnReload = o.status.onReload(src, reloadLogger(log, src))

@@ -16,6 +16,7 @@ var fileFlags = map[certs.FileRole]string{
 	certs.RoleCertificate: "cert",
 	certs.RoleKey:         "key",
 	certs.RoleCABundle:    "cacert",
+	certs.RoleKeystore:    "keystore",
 }
 
 // policyFlags names the flag that gives each kind of policy rule.

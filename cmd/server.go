@@ -68,6 +68,7 @@ it off explicitly.`,
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	o.shield.register(f)
 	o.workload.register(f)
+	o.common.ghost.registerServer(f)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
@@ -96,7 +97,7 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 			return proxy.Config{}, nil, err
 		}
 	}
-	src, err := o.workload.source(log, conflict{"cert", len(o.certFiles) > 0}, conflict{"key", len(o.keyFiles) > 0},
+	src, err := o.workload.source(log, conflict{"keystore", o.common.ghost.keystore != ""}, conflict{"cert", len(o.certFiles) > 0}, conflict{"key", len(o.keyFiles) > 0},
 		conflict{"cert-dir", len(o.certDirs) > 0}, conflict{"self-signed", o.selfSigned}, conflict{"cacert", o.caFile != ""})
 	if err == nil && src == nil {
 		src, err = o.source()
@@ -152,6 +153,9 @@ func (o *serverOptions) checkAuthFlags() error {
 // source loads the serving certificate from exactly one of --cert/--key,
 // --cert-dir and --self-signed.
 func (o *serverOptions) source() (*certs.Source, error) {
+	if o.common.ghost.keystore != "" {
+		return o.common.ghost.keystoreSource(o.caFile, flagsGiven(map[string]bool{"cert": len(o.certFiles) > 0, "key": len(o.keyFiles) > 0, "cert-dir": len(o.certDirs) > 0, "self-signed": o.selfSigned})...)
+	}
 	given := 0
 	for _, set := range []bool{len(o.certFiles) > 0 || len(o.keyFiles) > 0, len(o.certDirs) > 0, o.selfSigned} {
 		if set {
@@ -160,7 +164,7 @@ func (o *serverOptions) source() (*certs.Source, error) {
 	}
 	switch {
 	case given == 0:
-		return nil, flagError("cert", "no certificate: give --cert and --key, --cert-dir, or --self-signed")
+		return nil, flagError("cert", "no certificate: give --cert and --key, --keystore, --cert-dir, or --self-signed")
 	case given > 1:
 		return nil, flagError("cert", "give only one of --cert/--key, --cert-dir and --self-signed")
 	case o.selfSigned:

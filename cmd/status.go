@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,8 @@ const (
 type statusOptions struct {
 	addr  string
 	pprof bool
+	// mode and listen are what /_status reports besides the target.
+	mode, listen string
 	// proxyProtocol is the PROXY protocol version the upstream expects
 	// (0 = none). Readiness connects then send a LOCAL header, the form the
 	// specification provides for health checks, so the upstream does not
@@ -49,9 +52,10 @@ type statusOptions struct {
 
 // statusRun is what one run of the command built.
 type statusRun struct {
-	reg     *prometheus.Registry
-	metrics *metrics.Metrics
-	server  *status.Server // set by open
+	reg        *prometheus.Registry
+	metrics    *metrics.Metrics
+	server     *status.Server // set by open
+	lastReload atomic.Int64   // UnixNano of the last reload that put new material in service
 }
 
 func (s *statusOptions) register(f *pflag.FlagSet) {
@@ -101,6 +105,7 @@ func (s *statusOptions) open(log zerolog.Logger, ready func() bool, target *endp
 		EnablePprof:   s.pprof,
 		Draining:      func() bool { return !ready() },
 		CheckUpstream: status.Cached(upstreamCheckTTL, dialCheck(target.Address(), s.proxyProtocol)),
+		Described:     s.described(target),
 	})
 	if errors.Is(err, status.ErrBadAddress) {
 		return nil, flagError("status", "%v", err)
@@ -134,6 +139,7 @@ func (s *statusOptions) onReload(src *certs.Source, next func(error)) func(error
 			s.run.metrics.Reload(err)
 			if err == nil && src != nil {
 				s.run.metrics.CertificateLoaded(src.NotAfter())
+				s.run.lastReload.Store(time.Now().UnixNano())
 			}
 		}
 		next(err)
@@ -164,5 +170,19 @@ func dialCheck(target endpoint.Address, proxyProtocol int) func(context.Context)
 			c.Write(hello) // best effort: the connect is what was checked
 		}
 		return nil
+	}
+}
+
+// described is what ghostunnel's /_status reports about this proxy.
+func (s *statusOptions) described(target *endpoint.Resolver) status.Described {
+	run := s.run
+	return status.Described{
+		Mode: s.mode, Listen: s.listen, Target: target.Address().String(), Revision: Version,
+		LastReload: func() time.Time {
+			if n := run.lastReload.Load(); n != 0 {
+				return time.Unix(0, n)
+			}
+			return time.Time{}
+		},
 	}
 }

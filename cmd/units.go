@@ -282,7 +282,20 @@ func (p *plan) discardFirst(n int) {
 
 // service is the unit as the runner runs it.
 func (u *unit) service() runner.Service {
-	return runner.Service{Name: u.key, Server: u.server, Certificates: memberCerts(u.members), Target: memberTargets(u.members)}
+	return runner.Service{Name: u.key, Server: u.server, Certificates: memberCerts(u.members), Target: memberTargets(u.members),
+		ReloadEvery: u.reloadEvery()}
+}
+
+// reloadEvery is the shortest --timed-reload of the unit's services (0 when
+// none asks for one).
+func (u *unit) reloadEvery() time.Duration {
+	var d time.Duration
+	for _, m := range u.members {
+		if r := m.spec.mode.common.ghost.timedReload; r > 0 && (d == 0 || r < d) {
+			d = r
+		}
+	}
+	return d
 }
 
 func (u *unit) shutdownTimeout() time.Duration {

@@ -172,7 +172,7 @@ func (m *Metrics) processCollectors() []prometheus.Collector {
 	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "moat_tls_buffer_bytes",
 		Help: "Bytes of TLS input and output buffers held by connections now; an idle connection holds none."},
 		func() float64 { return float64(tlsstate.BufferBytes()) })
-	return []prometheus.Collector{reloads, buffers,
+	return []prometheus.Collector{reloads, buffers, fipsGauge(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 }
 

@@ -183,7 +183,7 @@ func (c *conn) handshake() bool {
 		}
 		return moved
 	default:
-		c.end(ReasonHandshake, err)
+		c.end(ReasonHandshake, c.cfg.explainHandshake(err))
 		return false
 	}
 }
@@ -308,14 +308,42 @@ func (c *conn) dialDone() {
 func (c *conn) startRelay(now time.Time) {
 	c.phase = phaseRelay
 	c.lastActive = now
-	var at time.Time
-	if idle := c.cfg.IdleTimeout; idle > 0 {
-		at = now.Add(idle)
-	}
-	c.l.timer.schedule(c, at)
+	c.l.timer.schedule(c, c.relayDeadline())
 }
 
-// onDeadline enforces the handshake, connect and idle limits.
+// relayDeadline is when a relaying connection is next checked: the
+// earlier of its idle limit and the end of its lifetime (zero: never).
+// Activity does not move the deadline (that would cost a heap fix per
+// read); the check finds lastActive moved and schedules the next one.
+func (c *conn) relayDeadline() time.Time {
+	var at time.Time
+	if idle := c.cfg.IdleTimeout; idle > 0 {
+		at = c.lastActive.Add(idle)
+	}
+	if life := c.cfg.MaxConnLifetime; life > 0 {
+		if end := c.start.Add(life); at.IsZero() || end.Before(at) {
+			at = end
+		}
+	}
+	return at
+}
+
+// relayLimits ends a relaying connection past its lifetime or idle
+// limit, or schedules the next check.
+func (c *conn) relayLimits(now time.Time) {
+	cfg := c.cfg
+	if life := cfg.MaxConnLifetime; life > 0 && !now.Before(c.start.Add(life)) {
+		c.end(ReasonMaxLifetime, fmt.Errorf("%w of %s", ErrMaxLifetime, life))
+		return
+	}
+	if idle := cfg.IdleTimeout; idle > 0 && !now.Before(c.lastActive.Add(idle)) {
+		c.end(ReasonIdleTimeout, fmt.Errorf("idle for %s", idle))
+		return
+	}
+	c.l.timer.schedule(c, c.relayDeadline())
+}
+
+// onDeadline enforces the handshake, connect, idle and lifetime limits.
 func (c *conn) onDeadline(now time.Time) {
 	defer c.recoverPanic()
 	switch c.phase {
@@ -336,15 +364,7 @@ func (c *conn) onDeadline(now time.Time) {
 	case phaseDial:
 		c.dialGiveUp(fmt.Errorf("dial %s: no connection within %s", c.cfg.Target, c.dialTimeout()))
 	case phaseRelay, phaseDrain:
-		idle := c.cfg.IdleTimeout
-		if idle <= 0 {
-			return
-		}
-		if until := c.lastActive.Add(idle); until.After(now) {
-			c.l.timer.schedule(c, until)
-			return
-		}
-		c.end(ReasonIdleTimeout, fmt.Errorf("idle for %s", idle))
+		c.relayLimits(now)
 	}
 }
 

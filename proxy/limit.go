@@ -52,3 +52,11 @@ func (c *Config) renegotiationPolicy(r tls.RenegotiationSupport) string {
 	}
 	return "the renegotiation policy"
 }
+
+// explainHandshake gives the caller's words for a failed handshake, if any.
+func (c *Config) explainHandshake(err error) error {
+	if c.ExplainHandshake != nil {
+		return c.ExplainHandshake(err)
+	}
+	return err
+}

@@ -31,6 +31,7 @@ const (
 	ReasonIdleTimeout                                 // nothing moved for IdleTimeout
 	ReasonShutdown                                    // still open at the shutdown deadline
 	ReasonInternalError                               // a defect in moat (a recovered panic)
+	ReasonMaxLifetime                                 // open for MaxConnLifetime
 )
 
 var reasonWords = [...]string{
@@ -41,6 +42,7 @@ var reasonWords = [...]string{
 	ReasonUpstreamRead: "upstream read", ReasonUpstreamWrite: "upstream write", ReasonTLS: "tls",
 	ReasonRenegotiationRefused: "renegotiation refused", ReasonIdleTimeout: "idle timeout",
 	ReasonShutdown: "shutdown", ReasonInternalError: "internal error",
+	ReasonMaxLifetime: "max lifetime",
 }
 
 func (r CloseReason) String() string {
@@ -91,7 +93,10 @@ func (r CloseReason) resets(o orientation, holding bool) (tls, plain bool) {
 	case ReasonIdleTimeout:
 		return holding, holding
 	}
-	return true, true // shutdown, internal error: cut whatever was in flight
+	// shutdown, internal error, max lifetime: cut whatever was in flight.
+	// A connection ended for its age may be mid-message; a clean close
+	// would let a peer take the cut for the whole stream.
+	return true, true
 }
 
 // Errors a connection ends with for a reason of moat's own; the
@@ -112,6 +117,8 @@ var (
 	// errClosedByShutdown is the error of connections still open when the
 	// shutdown timeout ran out.
 	errClosedByShutdown = errors.New("shutdown")
+	// ErrMaxLifetime ends a connection open for Config.MaxConnLifetime.
+	ErrMaxLifetime = errors.New("reached the connection lifetime limit")
 )
 
 // end is where every connection ends. A reason that may carry an alert

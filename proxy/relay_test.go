@@ -355,3 +355,41 @@ func TestDialTriesEveryAddress(t *testing.T) {
 		t.Fatal("the client was left hanging when every address refused")
 	}
 }
+
+// TestMaxConnLifetimeEndsBusyConnection: a connection that keeps moving
+// bytes, so the idle timeout never fires, is reset at MaxConnLifetime;
+// idle and lifetime share the connection's one timer, and activity that
+// pushes the idle deadline out does not push the lifetime out with it.
+func TestMaxConnLifetimeEndsBusyConnection(t *testing.T) {
+	up := startUpstream(t, "tcp", "127.0.0.1:0", echo)
+	srv, ccfg := startServer(t, up.addr(), func(c *Config) {
+		c.IdleTimeout = 400 * time.Millisecond
+		c.MaxConnLifetime = 1200 * time.Millisecond
+	})
+	c := dialTLS(t, srv, ccfg)
+	buf := make([]byte, 4)
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err = c.Write([]byte("ping")); err == nil {
+			_, err = io.ReadFull(c, buf)
+		}
+		if err != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond) // well inside the idle timeout
+	}
+	if err == nil {
+		t.Fatal("a busy connection outlived MaxConnLifetime by 30s")
+	}
+	if errors.Is(err, io.EOF) {
+		t.Fatalf("ended with a clean close (%v); a lifetime cut resets", err)
+	}
+	if ReasonMaxLifetime.String() != "max lifetime" {
+		t.Fatalf("reason word %q", ReasonMaxLifetime)
+	}
+	if tlsReset, plainReset := ReasonMaxLifetime.resets(orientation{}, false); !tlsReset || !plainReset {
+		t.Fatal("a lifetime cut must reset both sides")
+	}
+}

@@ -61,8 +61,11 @@ type Config struct {
 	HandshakeTimeout time.Duration // accept (or dial) to handshake done; default 10s
 	ConnectTimeout   time.Duration // dial of the far side; default 10s
 	IdleTimeout      time.Duration // no bytes either way; 0 = none
-	MaxConns         int           // concurrent connections; 0 = limited by file descriptors
-	ListenMode       uint32        // permission bits of a unix listening socket; 0 = umask
+	// MaxConnLifetime ends (resets) connections this long after accept,
+	// busy or not; 0 = never. It shares the connection's one timer.
+	MaxConnLifetime time.Duration
+	MaxConns        int    // concurrent connections; 0 = limited by file descriptors
+	ListenMode      uint32 // permission bits of a unix listening socket; 0 = umask
 	// KeepAlive turns on TCP keepalive on the TLS side's socket (the peer
 	// across the network): the first probe after KeepAlive of silence,
 	// then every KeepAlive/3, and the connection is reset after three
@@ -110,6 +113,10 @@ type Config struct {
 	// that refused a server's request, in the caller's vocabulary; nil or
 	// "" = "the renegotiation policy".
 	ExplainRenegotiation func(tls.RenegotiationSupport) string
+	// ExplainHandshake, when set, may wrap a failed handshake's error with
+	// the caller's words for it (the policy flag that refused the peer);
+	// the wrapped error must unwrap to the original.
+	ExplainHandshake func(error) error
 
 	// Route, when set, picks the settings of the service a finished
 	// handshake's server name (SNI) belongs to; nil = none answers. The

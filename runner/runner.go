@@ -83,6 +83,10 @@ type Service struct {
 	OnReload func(error)
 	// Target, when not nil, is re-resolved every Options.ResolveInterval.
 	Target Target
+	// ReloadEvery, when not 0, also reloads Certificates this often,
+	// besides on SIGHUP and when the files change (ghostunnel's
+	// --timed-reload, for files changed in ways inotify misses).
+	ReloadEvery time.Duration
 }
 
 // Options say what to run and how to stop it.
@@ -288,6 +292,31 @@ func (r *Runner) start(ctx context.Context) <-chan error {
 func (r *Runner) watchCertificates(ctx context.Context) {
 	for _, rs := range r.set.running() {
 		r.set.watch(ctx, rs)
+	}
+}
+
+// checker is a Certificates that can reload and report only a change or a
+// new failure; *certs.Source is one. Without it a timed reload reports
+// every outcome, as SIGHUP does.
+type checker interface {
+	Check(onReload func(error))
+}
+
+// reloadEvery reloads s's certificates every interval until ctx ends.
+func reloadEvery(ctx context.Context, interval time.Duration, s Service) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if c, ok := s.Certificates.(checker); ok {
+				c.Check(s.reported())
+			} else {
+				s.reported()(s.Certificates.Reload())
+			}
+		}
 	}
 }
 

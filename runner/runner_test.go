@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -216,5 +217,39 @@ func TestCancelledContextEndsRun(t *testing.T) {
 	cancel()
 	if err := received(t, "Run to return", done); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+}
+
+// TestReloadEveryReloadsBesidesTheWatch: with ReloadEvery the
+// certificates are reloaded again and again without a signal, each
+// outcome reported (a Certificates without Check reports every one), and
+// the reloads stop with Run.
+func TestReloadEveryReloadsBesidesTheWatch(t *testing.T) {
+	certs := &fakeCertificates{err: errBadPEM, watched: make(chan struct{})}
+	reports := make(chan error, 64)
+	h := start(t, Options{Services: []Service{{ReloadEvery: 20 * time.Millisecond, Server: newFakeServer(0), Certificates: certs,
+		OnReload: func(err error) {
+			select {
+			case reports <- err:
+			default:
+			}
+		}}}})
+	if err := received(t, "the watch's report", reports); err != nil {
+		t.Fatalf("watch reported %v", err)
+	}
+	for i := range 3 {
+		if err := received(t, fmt.Sprintf("timed reload %d", i+1), reports); !errors.Is(err, errBadPEM) {
+			t.Fatalf("timed reload reported %v, want %v", err, errBadPEM)
+		}
+	}
+	h.sigs <- syscall.SIGTERM
+	if err := h.result(t, 5*time.Second); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	received(t, "the watch to stop", certs.watched)
+	n := certs.reloads.Load()
+	time.Sleep(100 * time.Millisecond)
+	if m := certs.reloads.Load(); m != n {
+		t.Fatalf("%d reloads after Run returned", m-n)
 	}
 }

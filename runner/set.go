@@ -61,6 +61,9 @@ func (s *serviceSet) watch(parent context.Context, rs *running) {
 	rs.ctx, rs.stop = context.WithCancel(parent)
 	if rs.svc.Certificates != nil {
 		go rs.svc.Certificates.Watch(rs.ctx, rs.svc.reported())
+		if rs.svc.ReloadEvery > 0 {
+			go reloadEvery(rs.ctx, rs.svc.ReloadEvery, rs.svc)
+		}
 	}
 }
 

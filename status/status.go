@@ -6,6 +6,8 @@
 //	GET /readyz          200 while ready; 503 and a one-line reason otherwise
 //	GET /metrics         Prometheus text exposition of Config.Gatherer
 //	GET /debug/pprof/*   only with Config.EnablePprof
+//	GET /_status, /_metrics, /_metrics/json, /_metrics/prometheus
+//	                     ghostunnel's paths, for probes written for it (ghostunnel.go)
 //
 // Typical use:
 //
@@ -59,6 +61,9 @@ type Config struct {
 	// for every service, or only for the one named (GET
 	// /readyz?service=NAME), and whether that name is a service at all.
 	Services func(ctx context.Context, only string) (notReady []string, known bool)
+	// Described is what ghostunnel's /_status reports besides readiness
+	// (see ghostunnel.go); its zero value leaves the fields empty.
+	Described Described
 }
 
 // Server is the status HTTP server. New binds its socket; Serve serves it.
@@ -145,6 +150,7 @@ func (s *Server) routes() *http.ServeMux {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
+	s.ghostunnelRoutes(mux)
 	if s.cfg.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{
 			// A scrape that piles up behind a slow one only adds load.

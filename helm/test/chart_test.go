@@ -31,6 +31,7 @@ func valueSets() []valueSet {
 		{name: "workload-api", release: "rel", args: []string{"-f", f("workload-api.yaml")}},
 		{name: "workload-api-hostpath", release: "rel", args: []string{"-f", f("workload-api-hostpath.yaml")}},
 		{name: "remote-target", release: "rel", args: []string{"--set", "target=10.0.0.5:8080", "--set", "unsafeTarget=true"}},
+		{name: "require-pq", release: "rel", args: []string{"--set", "crypto.requirePQ=true"}},
 		{name: "library", chart: parentChart, release: "shop", namespace: "shop"},
 		{name: "library-unix-socket", chart: parentChart, release: "shop", namespace: "shop", args: []string{"-f", f("library-unix-socket.yaml")}},
 		{name: "library-plain", chart: parentChart, release: "shop", kubeVersion: "1.28.0",
@@ -78,6 +79,11 @@ func wants() map[string]want {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--target=10.0.0.5:8080", "--unsafe-target"},
 		},
+		"require-pq": {
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			args:    []string{"--require-pq"},
+			notArgs: []string{"--min-tls-version", "--tls-groups", "--max-conn-lifetime", "--timed-reload"},
+		},
 		"mtls": {
 			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args: []string{"--cert-dir=/etc/moat/tls", "--cacert=/etc/moat/client-ca/bundle.pem", "--allow-cn=checkout", "--allow-ou=payments",
@@ -112,7 +118,8 @@ func wants() map[string]want {
 			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 78,
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
 				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
-				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s"},
+				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s",
+				"--min-tls-version=1.3", "--tls-groups=X25519MLKEM768,X25519,P-256", "--max-conn-lifetime=12h", "--timed-reload=5m"},
 		},
 		"workload-api": {
 			native: true, listenPort: 8443, statusPort: 9090, grace: 45,

@@ -173,6 +173,23 @@ real binary knows every flag rendered here.
 {{- if $v.enablePprof }}
 - --enable-pprof
 {{- end }}
+{{- with $v.crypto }}
+{{- if .minTLSVersion }}
+- --min-tls-version={{ .minTLSVersion }}
+{{- end }}
+{{- if .groups }}
+- --tls-groups={{ join "," .groups }}
+{{- end }}
+{{- if .requirePQ }}
+- --require-pq
+{{- end }}
+{{- end }}
+{{- if $v.maxConnLifetime }}
+- --max-conn-lifetime={{ $v.maxConnLifetime }}
+{{- end }}
+{{- if $v.timedReload }}
+- --timed-reload={{ $v.timedReload }}
+{{- end }}
 - --log-format={{ $v.log.format }}
 - --log-level={{ $v.log.level }}
 {{- range $v.extraArgs }}
