@@ -37,6 +37,7 @@ type commonOptions struct {
 	dryRun           bool
 	plaintext        plaintextSide // which of --listen and --target carries plaintext
 	status           statusOptions
+	sandbox          sandboxOptions
 	logs             *logOptions // the root command's
 }
 
@@ -56,6 +57,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	f.BoolVar(&o.dryRun, "dry-run", false, "check the flags, load the certificates and resolve --target, then exit without listening (0 = the same command would start)")
 	o.plaintext.register(f)
 	o.status.register(f)
+	o.sandbox.register(f)
 }
 
 // addresses parses --listen and --target.
@@ -200,6 +202,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		ShutdownDelay:   o.shutdownDelay,
 		ShutdownTimeout: o.shutdownTimeout,
 		LimitMemory:     true,
+		Confine:         o.confine(log, cfg, src),
 		Log:             log,
 	})
 	var cut *runner.CutError
