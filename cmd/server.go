@@ -29,6 +29,7 @@ type serverOptions struct {
 	proxyProto  string
 	tickets     bool
 	shield      shieldOptions
+	acceptProxy acceptProxyOptions
 }
 
 func newServerCommand(logs *logOptions) *cobra.Command {
@@ -62,6 +63,7 @@ it off explicitly.`,
 	f.StringVar(&o.proxyProto, "proxy-protocol", "", "send a PROXY protocol header to the upstream first: v2 (binary, with ALPN, SNI and client identity TLVs; the default when given without a value) or v1 (text)")
 	f.Lookup("proxy-protocol").NoOptDefVal = "v2"
 	o.shield.register(f)
+	o.acceptProxy.register(f)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return cmd
 }
@@ -104,6 +106,9 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 		return proxy.Config{}, nil, err
 	}
 	if err := o.proxyProtocol(&cfg); err != nil {
+		return proxy.Config{}, nil, err
+	}
+	if err := o.acceptProxy.apply(&cfg); err != nil {
 		return proxy.Config{}, nil, err
 	}
 	return cfg, src, nil

@@ -45,6 +45,7 @@ type Metrics struct {
 	reloadOK        prometheus.Counter
 	reloadFailed    prometheus.Counter
 	evicted         map[string]prometheus.Counter
+	headerRefused   map[proxy.HeaderRefusal]prometheus.Counter
 }
 
 var _ proxy.Observer = (*Metrics)(nil)
@@ -121,8 +122,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	buffers := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "moat_tls_buffer_bytes",
 		Help: "Bytes of TLS input and output buffers held by connections now; an idle connection holds none."},
 		func() float64 { return float64(tlsstate.BufferBytes()) })
+	headerRefused, children := newHeaderRefused()
+	m.headerRefused = children
 
 	if reg != nil {
+		reg.MustRegister(headerRefused)
 		reg.MustRegister(m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
 			bytes, m.dialErrors, m.resumed, m.certExpiry, reloads, buffers, evicted,
 			collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
