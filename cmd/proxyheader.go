@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 
@@ -39,8 +40,11 @@ func (a *acceptProxyOptions) apply(cfg *proxy.Config) error {
 func parseRange(s string) (netip.Prefix, error) {
 	if !strings.Contains(s, "/") {
 		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" {
+		if err != nil {
 			return netip.Prefix{}, err
+		}
+		if a.Zone() != "" {
+			return netip.Prefix{}, errors.New("an address with a zone is not a source range")
 		}
 		a = a.Unmap()
 		return netip.PrefixFrom(a, a.BitLen()), nil

@@ -63,8 +63,9 @@ type conn struct {
 	heardTLS    bool   // a byte arrived on the TLS socket
 	dialAttempt int    // the dial cursor: index of the target address being connected to
 	peerAddr    unix.Sockaddr
-	header      []byte // the PROXY protocol header received so far (phaseProxyHeader)
-	viaProxy    bool   // the connection came through a trusted proxy, which sent a header
+	header      []byte         // the PROXY protocol header received so far (phaseProxyHeader)
+	viaProxy    bool           // the connection came through a trusted proxy, which sent a header
+	proxiedDst  netip.AddrPort // the address the proxied client connected to, from its header
 }
 
 // newConn starts the life of an accepted socket, if the limits let it in.
@@ -374,8 +375,8 @@ func (c *conn) sendUpstreamHeader() {
 		return
 	}
 	cs := c.eng.ConnectionState()
-	var local netip.AddrPort
-	if sa, err := unix.Getsockname(c.tls.fd); err == nil {
+	local := c.proxiedDst
+	if sa, err := unix.Getsockname(c.tls.fd); err == nil && !local.IsValid() {
 		local = sockaddrAddrPort(sa)
 	}
 	if hdr := build(sockaddrAddrPort(c.peerAddr), local, &cs); len(hdr) > 0 {

@@ -153,6 +153,9 @@ func (c *conn) parseProxyHeader() {
 	if !h.Local && !c.takeSource(h.Source) {
 		return
 	}
+	if !h.Local {
+		c.proxiedDst = netip.AddrPortFrom(h.Dest.Addr().Unmap(), h.Dest.Port())
+	}
 	c.phase = phaseHandshake
 	if len(rest) == 0 {
 		return
