@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -81,6 +82,8 @@ func sandboxRules(in sandboxInputs) sandbox.Rules {
 			r.Network.DNS = true
 		}
 	}
+	slices.Sort(r.ReadDirs)
+	r.ReadDirs = slices.Compact(r.ReadDirs)
 	return r
 }
 
