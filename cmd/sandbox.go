@@ -33,54 +33,70 @@ func (s *sandboxOptions) register(f *pflag.FlagSet) {
 // host name of the target is resolved anew; each is read if present.
 var resolverFiles = []string{"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf"}
 
-// sandboxInputs is what the rules are built from: the running proxy's
-// configuration, its certificate source and the status port's address.
+// sandboxInputs is what the rules are built from: the services' addresses,
+// the files moat reads again while running, and the status port.
 type sandboxInputs struct {
-	listen endpoint.Address
-	target endpoint.Address
-	certs  []string // the certificate source's files
-	status net.Addr // nil without --status
+	listens []endpoint.Address
+	targets []endpoint.Address
+	// files are read again at run time: certificates, keys and CA bundles
+	// (and CRLs, a configuration file); their directories are allowed.
+	files []string
+	// unixSockets are connected to besides unix targets (a Workload API
+	// socket).
+	unixSockets []string
+	status      net.Addr // nil without --status
+	// openNetwork leaves TCP unrestricted, for a configuration whose
+	// reload may add listeners and targets: a Landlock domain cannot be
+	// widened later.
+	openNetwork bool
 }
 
 // sandboxRules is the one place that says what moat may still do once
 // confined:
 //
-//   - read its certificate directories, whole (the Kubernetes ..data swap
+//   - read the directories of its files, whole (the Kubernetes ..data swap
 //     and the file watch), and the directories their symlinks lead to;
 //   - read what the DNS resolver reads again, and its own /proc entry and
 //     /proc/stat (the process metrics of the status port, pprof);
-//   - connect to a unix --target, and remove its own unix listening
-//     socket at exit;
-//   - bind its listening ports (--listen, --status), connect to the
-//     target's port, and to port 53 when the target is a host name that
-//     is resolved again while running.
+//   - connect to its unix targets and sockets, and remove its own unix
+//     listening sockets at exit;
+//   - bind its listening ports (--listen, --status), connect to its
+//     targets' ports, and to port 53 when a target is a host name that is
+//     resolved again while running.
 //
-// It writes nothing. Other inputs that are read after start (a CRL file, a
-// Workload API socket, a configuration file) add their paths here.
+// It writes nothing.
 func sandboxRules(in sandboxInputs) sandbox.Rules {
-	r := sandbox.Rules{OptionalReadFiles: resolverFiles, Network: &sandbox.Network{}}
-	for _, f := range in.certs {
+	r := sandbox.Rules{OptionalReadFiles: resolverFiles, ConnectUnix: in.unixSockets}
+	tcp := &sandbox.Network{}
+	for _, f := range in.files {
 		r.ReadDirs = append(r.ReadDirs, certDirs(f)...)
 	}
 	if self, err := filepath.EvalSymlinks("/proc/self"); err == nil {
 		r.ReadDirs = append(r.ReadDirs, self)
 		r.OptionalReadFiles = append(r.OptionalReadFiles, "/proc/stat")
 	}
-	if in.listen.Network() == "unix" {
-		r.RemoveIn = append(r.RemoveIn, filepath.Dir(in.listen.Path()))
-	} else {
-		r.Network.BindTCP = append(r.Network.BindTCP, uint16(in.listen.Port()))
+	for _, l := range in.listens {
+		if l.Network() == "unix" {
+			r.RemoveIn = append(r.RemoveIn, filepath.Dir(l.Path()))
+		} else {
+			tcp.BindTCP = append(tcp.BindTCP, uint16(l.Port()))
+		}
 	}
 	if p := tcpPort(in.status); p != 0 {
-		r.Network.BindTCP = append(r.Network.BindTCP, p)
+		tcp.BindTCP = append(tcp.BindTCP, p)
 	}
-	if in.target.Network() == "unix" {
-		r.ConnectUnix = append(r.ConnectUnix, in.target.Path())
-	} else {
-		r.Network.ConnectTCP = append(r.Network.ConnectTCP, uint16(in.target.Port()))
-		if _, err := netip.ParseAddr(in.target.Host()); err != nil {
-			r.Network.DNS = true
+	for _, t := range in.targets {
+		if t.Network() == "unix" {
+			r.ConnectUnix = append(r.ConnectUnix, t.Path())
+			continue
 		}
+		tcp.ConnectTCP = append(tcp.ConnectTCP, uint16(t.Port()))
+		if _, err := netip.ParseAddr(t.Host()); err != nil {
+			tcp.DNS = true
+		}
+	}
+	if !in.openNetwork {
+		r.Network = tcp
 	}
 	slices.Sort(r.ReadDirs)
 	r.ReadDirs = slices.Compact(r.ReadDirs)
@@ -131,9 +147,9 @@ func (o *commonOptions) confine(log zerolog.Logger, cfg proxy.Config, src *certs
 			log.Warn().Msg("Landlock is off (--disable-landlock): moat is not confined after start-up")
 			return nil
 		}
-		in := sandboxInputs{listen: cfg.Listen, target: cfg.Target.Address()}
+		in := sandboxInputs{listens: []endpoint.Address{cfg.Listen}, targets: []endpoint.Address{cfg.Target.Address()}}
 		if src != nil {
-			in.certs = src.Files()
+			in.files = src.Files()
 		}
 		if o.status.run != nil && o.status.run.server != nil {
 			in.status = o.status.run.server.Addr()
@@ -149,7 +165,7 @@ func (o *commonOptions) confine(log zerolog.Logger, cfg proxy.Config, src *certs
 			return nil
 		}
 		enforced.Set(1)
-		ev := log.Info().Int("landlock_abi", st.ABI).Strs("read", append(rules.ReadDirs, rules.ReadFiles...)).
+		ev := log.Info().Int("landlock_abi", st.ABI).Strs("read", rules.ReadDirs).
 			Strs("connect_unix", rules.ConnectUnix).Bool("network", st.Network)
 		if st.Network {
 			ev = ev.Ints("bind_tcp", ports(rules.Network.BindTCP)).Ints("connect_tcp", ports(rules.Network.ConnectTCP)).Bool("dns", rules.Network.DNS)

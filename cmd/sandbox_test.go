@@ -35,8 +35,8 @@ func TestSandboxRulesFollowTheConfiguration(t *testing.T) {
 	os.WriteFile(filepath.Join(certDir, "tls.key"), []byte("x"), 0o600)
 
 	r := sandboxRules(sandboxInputs{
-		listen: mustListen(t, "127.0.0.1:8443"), target: mustTarget(t, "localhost:8080"),
-		certs:  []string{filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")},
+		listens: []endpoint.Address{mustListen(t, "127.0.0.1:8443")}, targets: []endpoint.Address{mustTarget(t, "localhost:8080")},
+		files:  []string{filepath.Join(certDir, "tls.crt"), filepath.Join(certDir, "tls.key")},
 		status: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9090},
 	})
 	for _, d := range []string{certDir, realDir} {
@@ -51,7 +51,7 @@ func TestSandboxRulesFollowTheConfiguration(t *testing.T) {
 		t.Errorf("unexpected rules %+v", r)
 	}
 
-	r = sandboxRules(sandboxInputs{listen: mustListen(t, "unix:/run/moat/in.sock"), target: mustTarget(t, "unix:/run/app/app.sock")})
+	r = sandboxRules(sandboxInputs{listens: []endpoint.Address{mustListen(t, "unix:/run/moat/in.sock")}, targets: []endpoint.Address{mustTarget(t, "unix:/run/app/app.sock")}})
 	if !slices.Equal(r.ConnectUnix, []string{"/run/app/app.sock"}) || !slices.Equal(r.RemoveIn, []string{"/run/moat"}) {
 		t.Errorf("unix sides: connect %v, remove in %v", r.ConnectUnix, r.RemoveIn)
 	}
@@ -59,8 +59,13 @@ func TestSandboxRulesFollowTheConfiguration(t *testing.T) {
 		t.Errorf("unix sides still grant TCP: %+v", r.Network)
 	}
 
-	r = sandboxRules(sandboxInputs{listen: mustListen(t, ":8443"), target: mustTarget(t, "127.0.0.1:8080")})
+	r = sandboxRules(sandboxInputs{listens: []endpoint.Address{mustListen(t, ":8443")}, targets: []endpoint.Address{mustTarget(t, "127.0.0.1:8080")}})
 	if r.Network.DNS {
 		t.Error("an IP target grants DNS")
+	}
+	r = sandboxRules(sandboxInputs{listens: []endpoint.Address{mustListen(t, ":8443")}, targets: []endpoint.Address{mustTarget(t, "127.0.0.1:8080")},
+		unixSockets: []string{"/run/spire/agent.sock"}, openNetwork: true})
+	if r.Network != nil || !slices.Equal(r.ConnectUnix, []string{"/run/spire/agent.sock"}) {
+		t.Errorf("open network: %+v, unix %v; want no network rules and the extra socket", r.Network, r.ConnectUnix)
 	}
 }

@@ -123,6 +123,10 @@ func (c *conn) readProxyHeader() bool {
 			c.lastActive = c.l.now
 			moved = true
 			c.parseProxyHeader()
+		case err == io.EOF && len(c.header) == 0:
+			// A load balancer's TCP health check: connect, close, nothing
+			// said. Not a refusal; logged at debug like any silent close.
+			c.end(ReasonHandshake, errClosedSilently)
 		case err == io.EOF:
 			c.refuseHeader(HeaderTruncated, nil)
 		case err != nil:

@@ -241,6 +241,11 @@ func TestBadProxyHeadersAreClosedUnserved(t *testing.T) {
 		closedUnserved(t, conn)
 		eventually(t, 5*time.Second, "the refusal counted", func() bool { return p.obs.count(HeaderTruncated) == 1 })
 	})
+	t.Run("health check: connect and close", func(t *testing.T) {
+		conn := p.dial(t)
+		conn.CloseWrite()
+		closedUnserved(t, conn)
+	})
 	if n := p.up.accepted.Load(); n != 0 {
 		t.Fatalf("%d upstream dials for refused headers", n)
 	}
@@ -248,6 +253,9 @@ func TestBadProxyHeadersAreClosedUnserved(t *testing.T) {
 	eventually(t, 5*time.Second, "the refusals logged", func() bool {
 		return strings.Contains(p.logs.String(), `"message":"connection closed: an invalid PROXY protocol header"`)
 	})
+	if m, tr := p.obs.count(HeaderMissing), p.obs.count(HeaderTruncated); m != 2 || tr != 1 {
+		t.Fatalf("missing %d, truncated %d after a silent health check; want 2 and 1 (it is no refusal)", m, tr)
+	}
 	var lines int
 	for _, l := range strings.Split(p.logs.String(), "\n") {
 		var rec struct{ Message string }
