@@ -125,7 +125,9 @@ func (c *conn) readProxyHeader() bool {
 			c.parseProxyHeader()
 		case err == io.EOF && len(c.header) == 0:
 			// A load balancer's TCP health check: connect, close, nothing
-			// said. Not a refusal; logged at debug like any silent close.
+			// said. Not a refusal: counted and logged (at debug) as the
+			// same silent close a direct health check is.
+			c.phase = phaseHandshake
 			c.end(ReasonHandshake, errClosedSilently)
 		case err == io.EOF:
 			c.refuseHeader(HeaderTruncated, nil)

@@ -12,8 +12,10 @@ import (
 // to trust, before any TLS byte, on a non-blocking socket: the bytes arrive
 // in pieces, and Parse is called again on everything received so far until
 // it has a whole header. Parse never consumes anything it has not
-// accepted, keeps no state between calls and allocates nothing, so the
-// caller needs only a buffer of MaxHeaderLen bytes per connection.
+// accepted and keeps no state between calls, so the caller needs only a
+// buffer of MaxHeaderLen bytes per connection. A v2 header parses without
+// allocating (about 60 ns); a v1 line allocates its two address strings
+// (about 220 ns).
 //
 //	h, n, err := proxyproto.Parse(buf)
 //	switch {

@@ -192,3 +192,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParse measures a whole header parsed at once, the common case
+// (a load balancer writes it in one segment); a header split in k reads
+// costs up to k of these.
+func BenchmarkParse(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		hdr  []byte
+	}{
+		{"v1", []byte("PROXY TCP4 203.0.113.7 10.0.0.5 40000 8443\r\n")},
+		{"v2+TLV", V2(netip.MustParseAddrPort("203.0.113.7:40000"), netip.MustParseAddrPort("10.0.0.5:8443"), TLV{0xEA, []byte("vpce-0123456789abcdef0")})},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := Parse(c.hdr); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
