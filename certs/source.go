@@ -348,5 +348,8 @@ func (s *Source) files() []string {
 			out = append(out, p)
 		}
 	}
+	for _, more := range s.more {
+		out = append(out, more.Files()...)
+	}
 	return out
 }

@@ -40,6 +40,7 @@ type commonOptions struct {
 	status           statusOptions
 	crypto           cryptoOptions     // --min-tls-version, --tls-groups, --require-pq
 	ghost            ghostunnelOptions // ghostunnel's spellings and flags
+	sandbox          sandboxOptions    // --disable-landlock
 	logs             *logOptions       // the root command's
 	flags            *pflag.FlagSet    // the mode's, for what was given
 }
@@ -63,6 +64,7 @@ func (o *commonOptions) register(f *pflag.FlagSet, listenHelp, targetHelp string
 	o.crl.register(f)
 	o.crypto.register(f)
 	o.ghost.register(f)
+	o.sandbox.register(f)
 	o.flags = f
 }
 
@@ -248,6 +250,7 @@ func runProxy(ctx context.Context, cfg proxy.Config, o commonOptions, log zerolo
 		Await:           awaitFunc(src),
 		LimitMemory:     true,
 		Notify:          true,
+		Confine:         o.confine(log, cfg, src),
 		Log:             log,
 	})
 	var cut *runner.CutError

@@ -34,6 +34,7 @@ type configFile struct {
 	path      string
 	status    string
 	pprof     bool
+	noSandbox bool // disable-landlock
 	logLevel  string
 	logFormat string
 	services  []*serviceSpec
@@ -71,14 +72,15 @@ func (e *fileError) Error() string {
 func (e *fileError) Unwrap() error { return e.err }
 
 // topKeys are the file's process-wide keys.
-var topKeys = []string{"status", "enable-pprof", "log-level", "log-format", "services"}
+var topKeys = []string{"status", "enable-pprof", "disable-landlock", "log-level", "log-format", "services"}
 
 // processFlags are flags of the modes that belong to the whole process in
 // a file: the status port is shared, and --dry-run is moat run's own.
 var processFlags = map[string]string{
-	"status":       "is set once for the process: put it at the top level of the file",
-	"enable-pprof": "is set once for the process: put it at the top level of the file",
-	"dry-run":      "is a flag of moat run, not a key of a service",
+	"status":           "is set once for the process: put it at the top level of the file",
+	"enable-pprof":     "is set once for the process: put it at the top level of the file",
+	"disable-landlock": "is set once for the process: put it at the top level of the file",
+	"dry-run":          "is a flag of moat run, not a key of a service",
 }
 
 // readConfig reads and checks a configuration file: its syntax, its keys,
@@ -130,6 +132,8 @@ func (cf *configFile) top(root *yaml.Node, logs *logOptions) error {
 			return nil
 		case "enable-pprof":
 			return v.Decode(&cf.pprof)
+		case "disable-landlock":
+			return v.Decode(&cf.noSandbox)
 		}
 		return cf.errorf(k, k.Value, "unknown key (want one of %s)", strings.Join(topKeys, ", "))
 	}, cf)

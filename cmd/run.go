@@ -133,6 +133,7 @@ func (t *tunnels) serve(ctx context.Context, p *plan) error {
 		LimitMemory:     true,
 		Notify:          true,
 		Await:           p.awaitWorkload,
+		Confine:         t.confine(p),
 		// In its own goroutine: resolving a changed target must not hold up
 		// a SIGTERM behind it.
 		Reconfigure: func() { go t.reload(ctx, "SIGHUP") },
@@ -327,5 +328,31 @@ func (p *plan) closeWorkload() {
 				m.src.Close()
 			}
 		}
+	}
+}
+
+// confine is moat run's Confine step: the rules of every service of the
+// file as it was at start, with the network left open (a reload may add
+// listeners and targets, and a Landlock domain cannot be widened later) and
+// the file's own directory readable. A service added by a reload reads its
+// files only from directories the sandbox already allows.
+func (t *tunnels) confine(p *plan) func() error {
+	return func() error {
+		enforced := sandboxGauge(t.reg)
+		if t.top.noSandbox {
+			t.log.Warn().Msg("Landlock is off (disable-landlock): moat is not confined after start-up")
+			return nil
+		}
+		in := sandboxInputs{openNetwork: true, files: []string{t.path}}
+		for _, u := range p.units {
+			in.listens = append(in.listens, u.cfg.Listen)
+			for _, m := range u.members {
+				in.targets = append(in.targets, m.cfg.Target.Address())
+				in.addSource(m.src, m.spec.mode.common.crl.files)
+				preload(m.cfg)
+			}
+		}
+		in.addNotifySocket()
+		return enforceSandbox(t.log, in, enforced, "disable-landlock: true at the top level of "+t.path)
 	}
 }

@@ -30,6 +30,7 @@ type serverOptions struct {
 	tickets     bool
 	shield      shieldOptions
 	workload    workloadOptions
+	acceptProxy acceptProxyOptions
 }
 
 func newServerCommand(logs *logOptions) *cobra.Command { return newServerMode(logs).cmd }
@@ -69,6 +70,7 @@ it off explicitly.`,
 	o.shield.register(f)
 	o.workload.register(f)
 	o.common.ghost.registerServer(f)
+	o.acceptProxy.register(f)
 	f.BoolVar(&o.tickets, "session-tickets", true, "let clients resume sessions with TLS session tickets; --session-tickets=false makes every handshake a full one (forward secrecy for each connection, at the cost of a full handshake per reconnect)")
 	return modeCommand{cmd: cmd, common: &o.common, configure: o.configure}
 }
@@ -123,6 +125,9 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 		return proxy.Config{}, nil, err
 	}
 	if err := o.proxyProtocol(&cfg); err != nil {
+		return proxy.Config{}, nil, err
+	}
+	if err := o.acceptProxy.apply(&cfg); err != nil {
 		return proxy.Config{}, nil, err
 	}
 	return cfg, src, nil

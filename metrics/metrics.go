@@ -47,6 +47,7 @@ type Metrics struct {
 	reloadOK        prometheus.Counter
 	reloadFailed    prometheus.Counter
 	evicted         map[string]prometheus.Counter
+	headerRefused   map[proxy.HeaderRefusal]prometheus.Counter
 }
 
 var _ proxy.Observer = (*Metrics)(nil)
@@ -158,8 +159,10 @@ func build(labels prometheus.Labels) (*Metrics, []prometheus.Collector) {
 	for _, r := range evictionReasons {
 		m.evicted[r] = evicted.WithLabelValues(r)
 	}
+	headerRefused, children := newHeaderRefused(labels)
+	m.headerRefused = children
 	return m, []prometheus.Collector{m.connections, m.active, m.refused, handshakes, errorsVec, m.duration,
-		bytes, m.dialErrors, m.resumed, m.certExpiry, m.crlNextUpdate, evicted}
+		bytes, m.dialErrors, m.resumed, m.certExpiry, m.crlNextUpdate, evicted, headerRefused}
 }
 
 // processCollectors makes what a process has once, whatever its services:

@@ -49,7 +49,7 @@ func (c *conn) report(reason CloseReason, err error) {
 	level := zerolog.InfoLevel
 	switch {
 	case errors.Is(err, errClosedSilently), errors.Is(err, ErrHandshakeEvicted), errors.Is(err, ErrHandshakeMemory),
-		errors.Is(err, ErrClientHelloTimeout) && !c.heardTLS:
+		errors.Is(err, ErrClientHelloTimeout) && !c.heardTLS, errors.Is(err, ErrProxyHeader), reason == ReasonRefused:
 		// Probes, and what a flood leaves behind: counted, and summed up
 		// in the rate-limited limit lines, not one warning each.
 		level = zerolog.DebugLevel

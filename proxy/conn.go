@@ -14,7 +14,7 @@ import (
 )
 
 // A connection goes through these phases in order. In server mode:
-// accept → handshake (authorization happens inside it, through the TLS
+// accept → (the PROXY protocol header, from a trusted load balancer) → handshake (authorization happens inside it, through the TLS
 // configuration's verifier) → dial the upstream → relay → drain → closed.
 // In client mode the dial comes before the handshake, since the TLS side is
 // the one dialled (orientation.dialFirst). Drain is the relay after one
@@ -23,7 +23,8 @@ import (
 type phase uint8
 
 const (
-	phaseHandshake phase = iota
+	phaseProxyHeader phase = iota
+	phaseHandshake
 	phaseDial
 	phaseRelay
 	phaseDrain
@@ -63,6 +64,9 @@ type conn struct {
 	heardTLS    bool   // a byte arrived on the TLS socket
 	dialAttempt int    // the dial cursor: index of the target address being connected to
 	peerAddr    unix.Sockaddr
+	header      []byte         // the PROXY protocol header received so far (phaseProxyHeader)
+	viaProxy    bool           // the connection came through a trusted proxy, which sent a header
+	proxiedDst  netip.AddrPort // the address the proxied client connected to, from its header
 }
 
 // newConn starts the life of an accepted socket, if the limits let it in.
@@ -74,8 +78,9 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 		toPlain: pipe{limit: l.srv.budget.batch()}, toTLS: pipe{limit: l.srv.budget.batch()},
 	}
 	var src netip.Addr
-	if c.o.guarded() {
-		src = sockaddrAddrPort(sa).Addr()
+	proxied := l.srv.mustSendHeader(sa)
+	if c.o.guarded() && !proxied {
+		src = sockaddrAddrPort(sa).Addr() // behind a proxy: the header's, once read
 	}
 	hs, victims, reason := l.srv.admit(now, c, src)
 	if reason != 0 {
@@ -100,6 +105,9 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	c.eng = c.o.engine(cfg.TLS, tlsstate.Options{HighWater: cfg.HighWater})
 	if !c.o.dialFirst() {
 		c.phase = phaseHandshake
+		if proxied {
+			c.phase, c.viaProxy = phaseProxyHeader, true
+		}
 		l.timer.schedule(c, now.Add(cfg.ClientHelloTimeout))
 	} else {
 		c.phase = phaseDial
@@ -144,6 +152,8 @@ func (c *conn) run() {
 		}
 		var moved bool
 		switch c.phase {
+		case phaseProxyHeader:
+			moved = c.readProxyHeader()
 		case phaseHandshake:
 			moved = c.handshake()
 		case phaseDial:
@@ -347,6 +357,15 @@ func (c *conn) relayLimits(now time.Time) {
 func (c *conn) onDeadline(now time.Time) {
 	defer c.recoverPanic()
 	switch c.phase {
+	case phaseProxyHeader:
+		c.tls.readable = true // one turn first, as for a ClientHello below
+		c.run()
+		switch c.phase {
+		case phaseProxyHeader:
+			c.refuseHeader(HeaderTimeout, fmt.Errorf("not complete within %s", c.l.srv.cfg.ClientHelloTimeout))
+		case phaseHandshake:
+			c.l.timer.schedule(c, now) // the header came last minute: the ClientHello's deadline has passed too
+		}
 	case phaseHandshake:
 		if c.o.guarded() && !c.answered {
 			// A loop behind on its events may not have read a
@@ -384,8 +403,8 @@ func (c *conn) sendUpstreamHeader() {
 		return
 	}
 	cs := c.eng.ConnectionState()
-	var local netip.AddrPort
-	if sa, err := unix.Getsockname(c.tls.fd); err == nil {
+	local := c.proxiedDst
+	if sa, err := unix.Getsockname(c.tls.fd); err == nil && !local.IsValid() {
 		local = sockaddrAddrPort(sa)
 	}
 	if hdr := build(sockaddrAddrPort(c.peerAddr), local, &cs); len(hdr) > 0 {

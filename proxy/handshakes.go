@@ -260,3 +260,38 @@ func (g *handshakeGuard) inFlight() (int, int64) {
 	defer g.mu.Unlock()
 	return g.n, g.held
 }
+
+// setSource charges s, admitted before its source was known (a connection
+// whose PROXY protocol header was still to come), to src from now on,
+// evicting for the per-source limit as admit does. It returns the victims
+// to close, or the limit that refuses s when that source has no one to
+// evict; s is then still in the guard, and leaves when its connection
+// ends.
+func (g *handshakeGuard) setSource(s *shake, src netip.Addr) ([]*shake, Limit) {
+	key := sourceKey(src)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if s.gone || s.src.IsValid() || !key.IsValid() {
+		return nil, 0
+	}
+	var victims []*shake
+	if from := g.sources[key]; g.perSource > 0 && from != nil && from.n >= g.perSource {
+		v := from.waiting.head
+		if v == nil {
+			return nil, LimitHandshakesPerSource
+		}
+		g.evict(v, LimitHandshakesPerSource)
+		victims = append(victims, v)
+	}
+	from := g.sources[key]
+	if from == nil {
+		from = &shakeSource{waiting: shakeList{bySource: true}}
+		g.sources[key] = from
+	}
+	from.n++
+	s.src = key
+	if !s.answered {
+		from.waiting.push(s)
+	}
+	return victims, 0
+}

@@ -32,6 +32,8 @@ const (
 	ReasonShutdown                                    // still open at the shutdown deadline
 	ReasonInternalError                               // a defect in moat (a recovered panic)
 	ReasonMaxLifetime                                 // open for MaxConnLifetime
+	ReasonProxyHeader                                 // refused at its PROXY protocol header (see HeaderRefusal)
+	ReasonRefused                                     // a limit refused it once its PROXY header named its source
 )
 
 var reasonWords = [...]string{
@@ -43,6 +45,7 @@ var reasonWords = [...]string{
 	ReasonRenegotiationRefused: "renegotiation refused", ReasonIdleTimeout: "idle timeout",
 	ReasonShutdown: "shutdown", ReasonInternalError: "internal error",
 	ReasonMaxLifetime: "max lifetime",
+	ReasonProxyHeader: "proxy header", ReasonRefused: "refused",
 }
 
 func (r CloseReason) String() string {
@@ -78,8 +81,10 @@ func (r CloseReason) failsHandshake() bool {
 func (r CloseReason) resets(o orientation, holding bool) (tls, plain bool) {
 	accepted := o.tlsAccepted // the accepted socket is the TLS one
 	switch r {
-	case ReasonClosed, ReasonClientHelloTimeout, ReasonHandshakeTooLarge:
+	case ReasonClosed, ReasonClientHelloTimeout, ReasonHandshakeTooLarge, ReasonProxyHeader:
 		return false, false
+	case ReasonRefused:
+		return true, false // as a refusal at accept: nothing was said
 	case ReasonHandshake, ReasonHandshakeTimeout:
 		return false, !accepted // client mode: the local application's stream is cut
 	case ReasonHandshakeEvicted, ReasonHandshakeMemory:

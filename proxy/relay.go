@@ -65,6 +65,9 @@ func (c *conn) readTLS() bool {
 		c.eng.Commit(n)
 		switch {
 		case n > 0:
+			if c.refuseUntrustedHeader(space[:n]) {
+				return true
+			}
 			c.lastActive = c.l.now
 			c.heardTLS = true
 			moved = true

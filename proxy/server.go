@@ -100,6 +100,15 @@ type Config struct {
 	// of CPU. 0 = no limit.
 	HandshakeRate int
 
+	// AcceptProxyHeader lists the source ranges (load balancers) whose
+	// connections must begin with a PROXY protocol header, version 1 or 2,
+	// in server mode. The client address it carries becomes the
+	// connection's. Connections from these ranges without a valid header
+	// within ClientHelloTimeout, and connections from elsewhere that begin
+	// with one, are closed before the handshake. Empty = headers are not
+	// accepted (and not looked for).
+	AcceptProxyHeader []netip.Prefix
+
 	// UpstreamHeader, when set, returns bytes written to the upstream before
 	// any plaintext (the PROXY protocol header), built from the client's
 	// address, the address it connected to, and the finished handshake.

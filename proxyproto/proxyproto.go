@@ -16,7 +16,9 @@
 //		proxyproto.ALPN("h2"), proxyproto.Authority("api.example.com"),
 //		proxyproto.SSL(proxyproto.ClientSSL, 0, proxyproto.SSLVersion("TLSv1.3")))
 //
-// Only encoding lives here: moat sends headers, it never accepts them.
+// moat also receives headers, from load balancers it is told to trust
+// (--accept-proxy-protocol): Parse reads one incrementally, from the bytes
+// received so far on a non-blocking socket (receive.go).
 package proxyproto
 
 import (

@@ -117,6 +117,11 @@ type Options struct {
 	// container's and returns memory freed after a burst to the operating
 	// system while Run runs. Only one Run in a process should set it.
 	LimitMemory bool
+	// Confine, when not nil, is called once everything is bound and
+	// loaded (the status port opened, the memory limit read) and before
+	// the services start: where the process gives up what it no longer
+	// needs (see package sandbox). An error ends Run before serving.
+	Confine func() error
 	// Signals, when not nil, stands in for the process's SIGTERM, SIGINT
 	// and SIGHUP.
 	Signals <-chan os.Signal
@@ -213,6 +218,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	if r.o.LimitMemory {
 		keepMemoryInLimit(ctx, r.o.Log)
+	}
+	if r.o.Confine != nil {
+		if err := r.o.Confine(); err != nil {
+			if status != nil {
+				closeStatus(status, true)
+			}
+			return err
+		}
 	}
 	served := r.start(ctx)
 	r.serving.Store(true)

@@ -117,7 +117,7 @@ func wants() map[string]want {
 		"all-flags": {
 			native: true, secretName: "rel-moat-tls", listenPort: 9443, statusPort: 9100, grace: 78,
 			args: []string{"--listen=:9443", "--status=:9100", "--target=unix:/run/app/app.sock", "--handshake-timeout=5s", "--idle-timeout=30m",
-				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--alpn=h2,http/1.1",
+				"--connect-timeout=2s", "--max-concurrent-conns=1000000", "--max-concurrent-handshakes=0", "--max-handshake-rate=200", "--allow-all", "--proxy-protocol=v2", "--accept-proxy-protocol=10.0.0.0/16,2001:db8::/32", "--disable-landlock", "--alpn=h2,http/1.1",
 				"--enable-pprof", "--log-format=console", "--log-level=debug", "--shutdown-delay=3s", "--shutdown-timeout=60s",
 				"--min-tls-version=1.3", "--tls-groups=X25519MLKEM768,X25519,P-256", "--max-conn-lifetime=12h", "--timed-reload=5m"},
 		},

@@ -167,6 +167,12 @@ real binary knows every flag rendered here.
 {{- if $v.proxyProtocol }}
 - --proxy-protocol={{ $v.proxyProtocol }}
 {{- end }}
+{{- if $v.acceptProxyProtocol }}
+- --accept-proxy-protocol={{ join "," $v.acceptProxyProtocol }}
+{{- end }}
+{{- if $v.disableLandlock }}
+- --disable-landlock
+{{- end }}
 {{- if $v.alpn }}
 - --alpn={{ join "," $v.alpn }}
 {{- end }}
