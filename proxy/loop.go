@@ -13,7 +13,8 @@ import (
 // loop only through post.
 type loop struct {
 	srv   *Server
-	epfd  int
+	poll  *poller
+	epfd  int // poll.epfd
 	evfd  int // eventfd that wakes the loop for posted tasks
 	conns map[int]*conn
 	timer timerHeap
@@ -39,16 +40,17 @@ type loop struct {
 const epollConnEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
 func newLoop(s *Server) (*loop, error) {
-	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	poll, err := newPoller()
 	if err != nil {
 		return nil, err
 	}
+	epfd := poll.epfd
 	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		unix.Close(epfd)
+		poll.close()
 		return nil, err
 	}
-	l := &loop{srv: s, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, s.budget.batch())}
+	l := &loop{srv: s, poll: poll, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, s.budget.batch())}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
 		l.close()
 		return nil, err
@@ -63,7 +65,7 @@ func newLoop(s *Server) (*loop, error) {
 }
 
 func (l *loop) close() {
-	unix.Close(l.epfd)
+	l.poll.close()
 	unix.Close(l.evfd)
 }
 
@@ -118,7 +120,7 @@ func (l *loop) run() {
 		if len(l.ready) > 0 {
 			wait = 0
 		}
-		n, err := unix.EpollWait(l.epfd, events, wait)
+		n, err := l.poll.wait(events, wait)
 		l.now = time.Now()
 		if err != nil && err != unix.EINTR {
 			l.srv.cfg.Log.Error().Err(err).Msg("epoll_wait failed; event loop stops")
