@@ -13,8 +13,7 @@ import (
 // loop only through post.
 type loop struct {
 	srv   *Server
-	poll  *poller
-	epfd  int // poll.epfd
+	epfd  int
 	evfd  int // eventfd that wakes the loop for posted tasks
 	conns map[int]*conn
 	timer timerHeap
@@ -40,17 +39,16 @@ type loop struct {
 const epollConnEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
 func newLoop(s *Server) (*loop, error) {
-	poll, err := newPoller()
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, err
 	}
-	epfd := poll.epfd
 	evfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		poll.close()
+		unix.Close(epfd)
 		return nil, err
 	}
-	l := &loop{srv: s, poll: poll, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, s.budget.batch())}
+	l := &loop{srv: s, epfd: epfd, evfd: evfd, conns: make(map[int]*conn), scratch: make([]byte, s.budget.batch())}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}); err != nil {
 		l.close()
 		return nil, err
@@ -65,7 +63,7 @@ func newLoop(s *Server) (*loop, error) {
 }
 
 func (l *loop) close() {
-	l.poll.close()
+	unix.Close(l.epfd)
 	unix.Close(l.evfd)
 }
 
@@ -120,7 +118,7 @@ func (l *loop) run() {
 		if len(l.ready) > 0 {
 			wait = 0
 		}
-		n, err := l.poll.wait(events, wait)
+		n, err := unix.EpollWait(l.epfd, events, wait)
 		l.now = time.Now()
 		if err != nil && err != unix.EINTR {
 			l.srv.cfg.Log.Error().Err(err).Msg("epoll_wait failed; event loop stops")

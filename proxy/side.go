@@ -25,7 +25,7 @@ type side struct {
 // the failure. A short read clears readable too, unless a hangup was seen:
 // then the socket is read until it says 0.
 func (s *side) read(p []byte) (int, error) {
-	n, err := rawRead(s.fd, p)
+	n, err := unix.Read(s.fd, p)
 	switch {
 	case n > 0:
 		if n < len(p) && !s.hup {
@@ -48,7 +48,7 @@ func (s *side) read(p []byte) (int, error) {
 // with a nil error, clearing writable when it would block; or the
 // failure.
 func (s *side) write(p []byte) (int, error) {
-	n, err := rawWrite(s.fd, p)
+	n, err := unix.Write(s.fd, p)
 	n = max(n, 0)
 	switch err {
 	case nil, unix.EINTR:
