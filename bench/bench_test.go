@@ -79,7 +79,7 @@ func TestQuickBenchAgainstIOCopyRelay(t *testing.T) {
 	if r.missing != "" || len(r.notes) > 0 {
 		t.Fatalf("iocopy: missing=%q notes=%q", r.missing, r.notes)
 	}
-	for _, c := range append(append([]column{}, mainColumns...), cpuColumns[2]) {
+	for _, c := range append(append([]column{}, mainColumns...), costColumns[0], costColumns[1], costColumns[2], costColumns[4]) {
 		if m, ok := median(r.samples[c.key]); !ok || !(m > 0) {
 			t.Errorf("%s (%s) = %v, %v; want a positive median", c.title, c.key, m, ok)
 		}

@@ -44,6 +44,7 @@ type loadOpts struct {
 	conns    int
 	duration time.Duration
 	verify   bool
+	plain    bool // bulk over plain TCP: the tcp-loopback target, no TLS at all
 }
 
 func loadMain(args []string) error {
@@ -56,6 +57,7 @@ func loadMain(args []string) error {
 	fs.IntVar(&o.conns, "conns", 1, "connections (idle: how many to hold open)")
 	fs.DurationVar(&o.duration, "duration", time.Second, "handshake and ping-pong duration")
 	fs.BoolVar(&o.verify, "verify", false, "also compare sha256 of bulk streams")
+	fs.BoolVar(&o.plain, "plain", false, "up and down over plain TCP (the tcp-loopback target)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -138,9 +140,15 @@ func echoByte(c *tls.Conn) error {
 // runs from the first byte to the last acknowledgement (up) or last byte
 // received (down); handshakes happen before it starts.
 func bulk(o loadOpts, cfg *tls.Config) (loadResult, error) {
-	conns := make([]*tls.Conn, o.conns)
+	conns := make([]net.Conn, o.conns)
 	for i := range conns {
-		c, err := dialTLS(o.addr, cfg)
+		var c net.Conn
+		var err error
+		if o.plain {
+			c, err = net.DialTimeout("tcp", o.addr, 10*time.Second)
+		} else {
+			c, err = dialTLS(o.addr, cfg)
+		}
 		if err != nil {
 			return loadResult{}, err
 		}
@@ -179,7 +187,7 @@ func bulk(o loadOpts, cfg *tls.Config) (loadResult, error) {
 }
 
 // upload sends n pattern bytes and checks the upstream's ack.
-func upload(c *tls.Conn, n int64, verify bool) (string, error) {
+func upload(c net.Conn, n int64, verify bool) (string, error) {
 	var flags byte
 	if verify {
 		flags = flagSHA
@@ -218,7 +226,7 @@ func upload(c *tls.Conn, n int64, verify bool) (string, error) {
 
 // download asks for n bytes and checks each against the pattern, and, with
 // verify, the stream's sha256 against the pattern's.
-func download(c *tls.Conn, n int64, verify bool) (string, error) {
+func download(c net.Conn, n int64, verify bool) (string, error) {
 	var flags byte
 	if verify {
 		flags = flagSHA

@@ -78,8 +78,9 @@ func parseRunFlags(args []string) (runConfig, string, error) {
 	fs.DurationVar(&cfg.ppDuration, "pp-duration", 2*time.Second, "duration of each ping-pong test")
 	fs.IntVar(&cfg.idleConns, "idle", 9000, "idle connections held for the memory test (fd hard limit 20,000: 2 per proxied conn)")
 	fs.BoolVar(&cfg.verify, "verify", false, "also compare sha256 of every bulk stream (costs load-client CPU)")
-	peers := fs.String("peers", "moat,iocopy,hitch,haproxy,stunnel,direct", "peers to run, in table order")
+	peers := fs.String("peers", "moat,ghostunnel,iocopy,hitch,haproxy,stunnel,direct,tcp-loopback", "peers to run, in table order")
 	fs.StringVar(&cfg.moatBin, "moat", "", "prebuilt moat binary (default: go build the repository root)")
+	fs.StringVar(&cfg.ghostBin, "ghostunnel", "", "ghostunnel binary to include as a peer (scripts/build-ghostunnel.sh builds one)")
 	fs.DurationVar(cfg.patience, "patience", 4*time.Minute, "total time the run may spend waiting for other processes to quiet down and repeating measurements they disturbed")
 	out := fs.String("out", "", "also write the markdown report to this file")
 	if err := fs.Parse(args); err != nil {

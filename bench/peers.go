@@ -14,6 +14,10 @@ type peer struct {
 	// direct peers are the upstream themselves: no plaintext upstream, no
 	// relay, the ceiling for handshakes and bulk.
 	direct bool
+	// plain peers speak no TLS: the tcp-loopback target, the upstream's own
+	// sink and source reached over plain TCP, which is one plaintext leg's
+	// cost. Only the bulk transfers run against it.
+	plain bool
 	// argv returns the command line for an instance listening on listen and
 	// relaying to target, writing any config file into dir.
 	argv func(e *runEnv, dir, listen, target string, cert certFiles) ([]string, error)
@@ -23,21 +27,30 @@ type peer struct {
 
 // runEnv is what starting a peer needs to know about the run.
 type runEnv struct {
-	exe     string // this bench binary, for the upstream, iocopy and direct roles
-	moatBin string // built moat binary, "" when unavailable
-	tmp     string
-	idle    int // connections the idle test holds, for maxconn settings
+	exe      string // this bench binary, for the upstream, iocopy and direct roles
+	moatBin  string // built moat binary, "" when unavailable
+	ghostBin string // ghostunnel binary, "" when none was given
+	tmp      string
+	idle     int // connections the idle test holds, for maxconn settings
 }
 
 // allPeers lists every peer in table order. moat first: it is the subject.
 func allPeers(e *runEnv, moatMissing string) []*peer {
+	ghostMissing := ""
+	if e.ghostBin == "" {
+		ghostMissing = "no binary given (-ghostunnel PATH; scripts/build-ghostunnel.sh builds one); iocopy stands in for its design"
+	} else if out, err := exec.Command(e.ghostBin, "--version").CombinedOutput(); err != nil {
+		ghostMissing = fmt.Sprintf("%s --version failed (%v): %s", e.ghostBin, err, firstLine(string(out)))
+	}
 	ps := []*peer{
 		{name: "moat", argv: moatArgv, missing: moatMissing},
+		{name: "ghostunnel", argv: ghostunnelArgv, missing: ghostMissing},
 		{name: "iocopy", argv: iocopyArgv},
 		{name: "hitch", argv: hitchArgv, missing: needBinary("hitch")},
 		{name: "haproxy", argv: haproxyArgv, missing: needBinary("haproxy")},
 		{name: "stunnel", argv: stunnelArgv, missing: needBinary("stunnel4")},
 		{name: "direct", direct: true, argv: directArgv},
+		{name: "tcp-loopback", direct: true, plain: true, argv: tcpLoopbackArgv},
 	}
 	return ps
 }
@@ -57,6 +70,20 @@ func moatArgv(e *runEnv, _, listen, target string, cert certFiles) ([]string, er
 
 func iocopyArgv(e *runEnv, _, listen, target string, cert certFiles) ([]string, error) {
 	return []string{e.exe, "iocopy-relay", "-listen", listen, "-target", target, "-cert", cert.Chain, "-key", cert.Key}, nil
+}
+
+// ghostunnelArgv: ghostunnel's server mode with the same certificate, no
+// client authentication, TLS 1.2 and 1.3 (its default floor is 1.2), and
+// the default cipher preferences of crypto/tls, which it uses.
+func ghostunnelArgv(e *runEnv, _, listen, target string, cert certFiles) ([]string, error) {
+	return []string{e.ghostBin, "server", "--listen", listen, "--target", target,
+		"--cert", cert.Chain, "--key", cert.Key, "--disable-authentication", "--quiet=all"}, nil
+}
+
+// tcpLoopbackArgv is the upstream role itself, listening where the proxy
+// would: the load client reaches its sink and source over plain TCP.
+func tcpLoopbackArgv(e *runEnv, _, listen, _ string, _ certFiles) ([]string, error) {
+	return []string{e.exe, "upstream", "-listen", listen}, nil
 }
 
 func directArgv(e *runEnv, _, listen, _ string, cert certFiles) ([]string, error) {

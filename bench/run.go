@@ -25,6 +25,7 @@ type runConfig struct {
 	verify     bool
 	peers      []string      // names to run, in table order
 	moatBin    string        // prebuilt moat; "" builds it from the repo root
+	ghostBin   string        // ghostunnel binary; "" leaves it out
 	exe        string        // the binary that serves the child roles
 	quietWait  time.Duration // longest wait for a quiet machine before a measurement
 	attempts   int           // tries per measurement while other processes disturb it
@@ -197,7 +198,13 @@ func idleRSS(e *runEnv, in *instance, n int) (perConn float64, opened int, err e
 // measureNormal runs every measurement that uses the normal chain against one
 // fresh instance: idle memory first (on a fresh process), then bulk, ping-pong
 // and handshakes.
-func measureNormal(e *runEnv, cfg runConfig, in *instance, res *peerResult) {
+func measureNormal(e *runEnv, cfg runConfig, p *peer, in *instance, res *peerResult) {
+	if p.plain {
+		for _, dir := range []string{"up", "down"} {
+			guarded(cfg, in, res, dir, func() (map[string]float64, error) { return measureBulk(e, cfg, in, dir, true) })
+		}
+		return
+	}
 	cfg.waitQuiet()
 	perConn, opened, err := idleRSS(e, in, cfg.idleConns)
 	if opened > 0 {
@@ -207,7 +214,7 @@ func measureNormal(e *runEnv, cfg runConfig, in *instance, res *peerResult) {
 		res.note("idle: %v", err)
 	}
 	for _, dir := range []string{"up", "down"} {
-		guarded(cfg, in, res, dir, func() (map[string]float64, error) { return measureBulk(e, cfg, in, dir) })
+		guarded(cfg, in, res, dir, func() (map[string]float64, error) { return measureBulk(e, cfg, in, dir, false) })
 	}
 	for _, conns := range []int{1, 16} {
 		guarded(cfg, in, res, fmt.Sprintf("ping-pong %d", conns), func() (map[string]float64, error) {
@@ -268,12 +275,14 @@ func (cfg runConfig) spend(d time.Duration) {
 	}
 }
 
-// measureBulk moves cfg.bulkBytes one way and records MB/s and the proxy's
-// CPU seconds per GiB.
-func measureBulk(e *runEnv, cfg runConfig, in *instance, dir string) (map[string]float64, error) {
+// measureBulk moves cfg.bulkBytes one way and records MB/s, the proxy's
+// CPU seconds per GB (10^9 bytes) and how busy its core was meanwhile.
+func measureBulk(e *runEnv, cfg runConfig, in *instance, dir string, plain bool) (map[string]float64, error) {
 	_, cpu0, _ := in.proxy.groupStats()
+	start := time.Now()
 	r, err := runLoad(e, in.addr, "-test", dir, "-bytes", strconv.FormatInt(cfg.bulkBytes, 10),
-		"-conns", strconv.Itoa(cfg.bulkConns), "-verify="+strconv.FormatBool(cfg.verify))
+		"-conns", strconv.Itoa(cfg.bulkConns), "-verify="+strconv.FormatBool(cfg.verify), "-plain="+strconv.FormatBool(plain))
+	wall := time.Since(start)
 	_, cpu1, _ := in.proxy.groupStats()
 	if err == nil && (!r.Intact || cfg.verify && !r.SHAChecked) {
 		err = fmt.Errorf("bytes not intact: %s", r.FirstError)
@@ -281,19 +290,31 @@ func measureBulk(e *runEnv, cfg runConfig, in *instance, dir string) (map[string
 	if err != nil {
 		return nil, err
 	}
-	return map[string]float64{dir: r.MBps, dir + "-cpu": (cpu1 - cpu0).Seconds() / (float64(r.Bytes) / (1 << 30))}, nil
+	return map[string]float64{
+		dir:           r.MBps,
+		dir + "-cpu":  (cpu1 - cpu0).Seconds() / (float64(r.Bytes) / 1e9),
+		dir + "-util": 100 * (cpu1 - cpu0).Seconds() / wall.Seconds(),
+	}, nil
 }
 
 // measurePingPong records p50 and p99 of 1 KiB round trips over conns.
 func measurePingPong(e *runEnv, cfg runConfig, in *instance, conns int) (map[string]float64, error) {
+	_, cpu0, _ := in.proxy.groupStats()
+	start := time.Now()
 	r, err := runLoad(e, in.addr, "-test", "pingpong", "-conns", strconv.Itoa(conns), "-duration", cfg.ppDuration.String())
+	wall := time.Since(start)
+	_, cpu1, _ := in.proxy.groupStats()
 	if err == nil && !r.Intact {
 		err = fmt.Errorf("echo not intact: %s", r.FirstError)
 	}
 	if err != nil {
 		return nil, err
 	}
-	return map[string]float64{fmt.Sprintf("pp%d-p50", conns): r.P50us, fmt.Sprintf("pp%d-p99", conns): r.P99us}, nil
+	return map[string]float64{
+		fmt.Sprintf("pp%d-p50", conns):  r.P50us,
+		fmt.Sprintf("pp%d-p99", conns):  r.P99us,
+		fmt.Sprintf("pp%d-util", conns): 100 * (cpu1 - cpu0).Seconds() / wall.Seconds(),
+	}, nil
 }
 
 // measureHandshakes records handshakes/s and the proxy's CPU per handshake,
@@ -335,7 +356,7 @@ func runAll(cfg runConfig, moatMissing string) ([]*peerResult, certFiles, certFi
 	if normal, large, err = writeCerts(tmp); err != nil {
 		return nil, normal, large, err
 	}
-	e := &runEnv{exe: cfg.exe, moatBin: cfg.moatBin, tmp: tmp, idle: cfg.idleConns}
+	e := &runEnv{exe: cfg.exe, moatBin: cfg.moatBin, ghostBin: cfg.ghostBin, tmp: tmp, idle: cfg.idleConns}
 	byName := map[string]*peer{}
 	for _, p := range allPeers(e, moatMissing) {
 		byName[p.name] = p
@@ -376,11 +397,14 @@ func runRep(e *runEnv, cfg runConfig, p *peer, normal, large certFiles, res *pee
 		}
 		return
 	}
-	measureNormal(e, cfg, in, res)
+	measureNormal(e, cfg, p, in, res)
 	if in.proxy.exited() {
 		res.note("exited during the run: %v: %s", in.proxy.err, in.proxy.tail())
 	}
 	in.stop()
+	if p.plain {
+		return
+	}
 	in, err = startInstance(e, p, large)
 	if err != nil {
 		res.note("start with the large chain: %v", err)
