@@ -440,11 +440,6 @@ func TestWorkloadAPIWithSPIRE(t *testing.T) {
 	c.Close()
 }
 
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 // waitNewLeaf polls new handshakes until the server presents a
 // certificate whose serial is not old.
 func waitNewLeaf(t testing.TB, addr string, old *big.Int, d time.Duration) *x509.Certificate {
