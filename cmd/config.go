@@ -243,6 +243,8 @@ func (cf *configFile) readService(item *yaml.Node, logs *logOptions) (*serviceSp
 			return nil
 		case "sni", "default":
 			return cf.routeKey(svc, k, v)
+		case "certs":
+			return cf.certsKey(svc, flags, k, v)
 		}
 		if why, ok := processFlags[k.Value]; ok {
 			return cf.errorf(k, k.Value, "%s", why)
@@ -251,6 +253,13 @@ func (cf *configFile) readService(item *yaml.Node, logs *logOptions) (*serviceSp
 	}, cf)
 	if err != nil {
 		return nil, err
+	}
+	if _, ok := svc.keyLines["certs"]; ok {
+		for _, name := range []string{"cert", "key", "cert-dir"} {
+			if line, ok := svc.keyLines[name]; ok {
+				return nil, &fileError{path: cf.path, line: line, key: name, err: errors.New("give the certificates as certs or as cert/key/cert-dir, not both")}
+			}
+		}
 	}
 	svc.settings = settingsOf(svc, flags)
 	return svc, nil
@@ -309,6 +318,63 @@ func flagsMode(flags *pflag.FlagSet) string {
 		return "server"
 	}
 	return "client"
+}
+
+// certsKey reads a server service's certs: list, its certificates chosen
+// by SNI, the first the default. Each item is a pair (cert: and key:) or a
+// Secret mount (cert-dir:); the items go to the --cert/--key or --cert-dir
+// flags in order, as if given on the command line, so that one check
+// covers both.
+func (cf *configFile) certsKey(svc *serviceSpec, flags *pflag.FlagSet, k, v *yaml.Node) error {
+	if !svc.server {
+		return cf.errorf(k, k.Value, "only a server service serves certificates by SNI; a client's is cert and key")
+	}
+	if v.Kind != yaml.SequenceNode || len(v.Content) == 0 {
+		return cf.errorf(v, k.Value, "want a list of {cert: FILE, key: FILE} or {cert-dir: DIR} items")
+	}
+	var dirs, pairs int
+	for _, item := range v.Content {
+		if item.Kind != yaml.MappingNode {
+			return cf.errorf(item, k.Value, "want {cert: FILE, key: FILE} or {cert-dir: DIR}")
+		}
+		got := map[string]*yaml.Node{}
+		err := eachKey(item, func(ik, iv *yaml.Node) error {
+			switch ik.Value {
+			case "cert", "key", "cert-dir":
+				if iv.Kind != yaml.ScalarNode || iv.Tag == "!!null" || iv.Value == "" {
+					return cf.errorf(iv, k.Value, "%s: want a path", ik.Value)
+				}
+				got[ik.Value] = iv
+				return nil
+			}
+			return cf.errorf(ik, k.Value, "%s: unknown key in a certs item (cert, key or cert-dir)", ik.Value)
+		}, cf)
+		if err != nil {
+			return err
+		}
+		var order []string
+		switch {
+		case got["cert-dir"] != nil && len(got) == 1:
+			dirs++
+			order = []string{"cert-dir"}
+		case got["cert"] != nil && got["key"] != nil && len(got) == 2:
+			pairs++
+			order = []string{"cert", "key"}
+		default:
+			return cf.errorf(item, k.Value, "each item is cert: and key: together, or cert-dir: alone")
+		}
+		if dirs > 0 && pairs > 0 {
+			return cf.errorf(item, k.Value, "all items are cert/key pairs or all are cert-dir mounts, not a mix")
+		}
+		for _, name := range order {
+			f := flags.Lookup(name)
+			if err := f.Value.Set(got[name].Value); err != nil {
+				return cf.errorf(got[name], k.Value, "%v", err)
+			}
+			f.Changed = true
+		}
+	}
+	return nil
 }
 
 // routeKey reads the SNI routing keys of a server service.

@@ -135,3 +135,54 @@ func TestRunCommandChecksItsFlagsAndFile(t *testing.T) {
 		t.Errorf("an empty services list: %v", err)
 	}
 }
+
+// TestCertsKeyFillsThePairsInOrder: a certs: list sets --cert/--key (or
+// --cert-dir) once per item, in order, and every misuse is a file error
+// at its line.
+func TestCertsKeyFillsThePairsInOrder(t *testing.T) {
+	body := `services:
+  - name: web
+    mode: server
+    certs:
+      - {cert: default.crt, key: default.key}
+      - cert: api.crt
+        key: api.key
+`
+	cf, err := readConfig(writeFile(t, body), &logOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := cf.services[0].mode.cmd.Flags()
+	certs, _ := f.GetStringArray("cert")
+	keys, _ := f.GetStringArray("key")
+	if strings.Join(certs, ",") != "default.crt,api.crt" || strings.Join(keys, ",") != "default.key,api.key" {
+		t.Errorf("cert = %q, key = %q", certs, keys)
+	}
+	dirs := "services:\n  - name: web\n    mode: server\n    certs:\n      - cert-dir: /a\n      - cert-dir: /b\n"
+	cf, err = readConfig(writeFile(t, dirs), &logOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := cf.services[0].mode.cmd.Flags().GetStringArray("cert-dir"); strings.Join(got, ",") != "/a,/b" {
+		t.Errorf("cert-dir = %q", got)
+	}
+	head := "services:\n  - name: web\n    mode: server\n"
+	for _, tc := range []struct {
+		name, body string
+		line       int
+		key        string
+	}{
+		{"a mix", head + "    certs:\n      - {cert: a.crt, key: a.key}\n      - cert-dir: /b\n", 6, "certs"},
+		{"a pair without its key", head + "    certs:\n      - cert: a.crt\n", 5, "certs"},
+		{"an unknown item key", head + "    certs:\n      - {cert: a.crt, keyfile: a.key}\n", 5, "certs"},
+		{"certs and cert", head + "    certs:\n      - {cert: a.crt, key: a.key}\n    cert: b.crt\n", 6, "cert"},
+		{"not a list", head + "    certs: a.crt\n", 4, "certs"},
+		{"in a client", "services:\n  - name: c\n    mode: client\n    certs:\n      - {cert: a.crt, key: a.key}\n", 4, "certs"},
+	} {
+		_, err := readConfig(writeFile(t, tc.body), &logOptions{})
+		var fe *fileError
+		if !errors.As(err, &fe) || fe.line != tc.line || fe.key != tc.key {
+			t.Errorf("%s: %v, want a file error at line %d for %s", tc.name, err, tc.line, tc.key)
+		}
+	}
+}
