@@ -92,7 +92,7 @@ func (o *clientOptions) verifyServer(cfg *tls.Config, pool *x509.CertPool, cas [
 	}
 	if pool == nil {
 		if named {
-			return flagError(o.verify.firstFlag(), "needs --cacert: the server's chain is verified against it before its identity is checked")
+			return flagError(o.verify.firstFlag(), "needs --cacert or the Workload API (--use-workload-api): the server's chain is verified against that CA bundle before its identity is checked")
 		}
 		return flagError("crl", "needs --cacert: each CRL's signature is verified against the CA bundle")
 	}
