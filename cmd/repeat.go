@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -37,7 +36,6 @@ func refuseRepeatedFlags(root *cobra.Command) {
 		}
 	}
 	walk(root)
-	root.SetFlagErrorFunc(repeatedFlagUsage)
 }
 
 // repeatable reports whether a flag value is meant to be given several
@@ -68,15 +66,4 @@ type repeatedFlagError struct{ first, second string }
 
 func (e *repeatedFlagError) Error() string {
 	return fmt.Sprintf("given more than once (%q, then %q); it takes one value", e.first, e.second)
-}
-
-// repeatedFlagUsage turns pflag's report of a repeated flag into one line
-// that names the flag, and leaves other parse errors as they are.
-func repeatedFlagUsage(_ *cobra.Command, err error) error {
-	var inv *pflag.InvalidValueError
-	var rep *repeatedFlagError
-	if errors.As(err, &inv) && errors.As(err, &rep) {
-		return flagError(inv.GetFlag().Name, "%v", rep)
-	}
-	return err
 }

@@ -85,11 +85,14 @@ func flagError(flag string, format string, args ...any) error {
 // error that names the flag.
 func flagParseError(_ *cobra.Command, err error) error {
 	var (
-		unknown *pflag.NotExistError
-		invalid *pflag.InvalidValueError
-		missing *pflag.ValueRequiredError
+		unknown  *pflag.NotExistError
+		invalid  *pflag.InvalidValueError
+		missing  *pflag.ValueRequiredError
+		repeated *repeatedFlagError
 	)
 	switch {
+	case errors.As(err, &invalid) && errors.As(err, &repeated):
+		return flagError(invalid.GetFlag().Name, "%v", repeated)
 	case errors.As(err, &unknown):
 		return usageError{fmt.Errorf("%w (see --help)", err)}
 	case errors.As(err, &invalid):

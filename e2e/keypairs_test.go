@@ -118,7 +118,7 @@ func TestSeveralCertDirsBySNI(t *testing.T) {
 func TestCertKeyCountMismatchRefused(t *testing.T) {
 	ca := newPKI(t, "sni CA")
 	c, k := ca.serverCert(t)
-	out, err := exec.Command(moatBin, "server", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--disable-authentication",
+	out, err := exec.Command(moatBin, "server", "--log-format", "console", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9", "--disable-authentication",
 		"--cert", c, "--key", k, "--cert", c, "--key", k, "--cert", c).CombinedOutput()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {

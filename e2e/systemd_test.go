@@ -164,22 +164,25 @@ func TestSystemdNotifyLifecycle(t *testing.T) {
 func TestSystemdListenRefusals(t *testing.T) {
 	f := serverFiles(t)
 	server := func(name string) []string {
-		return []string{"server", "--listen", "systemd:" + name, "--target", "127.0.0.1:9", "--cert", f.Cert, "--key", f.Key, "--disable-authentication"}
+		return []string{"server", "--log-format", "console", "--listen", "systemd:" + name, "--target", "127.0.0.1:9", "--cert", f.Cert, "--key", f.Key, "--disable-authentication"}
 	}
 	wake := func(port int) {
 		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err == nil {
 			c.Close()
 		}
 	}
-	exited := func(p *process, want string) {
+	// A socket systemd did not pass is the world being wrong (exit 1); a
+	// plaintext socket beyond this host without --unsafe-listen is the
+	// command line (exit 2).
+	exited := func(p *process, want string, code int) {
 		t.Helper()
 		select {
 		case <-p.done:
 		case <-time.After(20 * time.Second):
 			t.Fatalf("moat did not exit; want %q", want)
 		}
-		if code := p.cmd.ProcessState.ExitCode(); code != 2 {
-			t.Errorf("exit code %d, want 2", code)
+		if got := p.cmd.ProcessState.ExitCode(); got != code {
+			t.Errorf("exit code %d, want %d", got, code)
 		}
 		if out := p.output(); !strings.Contains(out, "moat: --listen: ") || !strings.Contains(out, want) {
 			t.Errorf("output %q, want one line naming --listen with %q", out, want)
@@ -189,7 +192,7 @@ func TestSystemdListenRefusals(t *testing.T) {
 	port := freePort(t)
 	p := activated(t, port, "web", nil, server("admin")...)
 	wake(port)
-	exited(p, `systemd passed no socket named "admin" (it passed web)`)
+	exited(p, `systemd passed no socket named "admin" (it passed web)`, 1)
 
 	activate := needTool(t, "systemd-socket-activate")
 	port = freePort(t)
@@ -197,18 +200,18 @@ func TestSystemdListenRefusals(t *testing.T) {
 	p.waitFor(t, "Listening on", 10*time.Second)
 	wake(port) // with --accept, the wrapper stays and runs moat per connection
 	p.waitFor(t, "moat: --listen: systemd:web: not a listening socket (the socket unit must have Accept=no)", 20*time.Second)
-	p.waitFor(t, "died with code 2", 10*time.Second)
+	p.waitFor(t, "died with code 1", 10*time.Second)
 
 	p = start(t, moatBin, server("web")...)
-	exited(p, "no sockets passed by systemd")
+	exited(p, "no sockets passed by systemd", 1)
 
 	// Client mode: the plaintext side may not listen beyond this host.
 	port = freePort(t)
 	p = start(t, activate, "-l", fmt.Sprintf("0.0.0.0:%d", port), "--fdname=app", moatBin,
-		"client", "--listen", "systemd:app", "--target", "127.0.0.1:9", "--cacert", f.CA)
+		"client", "--log-format", "console", "--listen", "systemd:app", "--target", "127.0.0.1:9", "--cacert", f.CA)
 	p.waitFor(t, "Listening on", 10*time.Second)
 	wake(port)
-	exited(p, "systemd:app (listening on 0.0.0.0:")
+	exited(p, "systemd:app (listening on 0.0.0.0:", 2)
 }
 
 // TestRepeatedSingleValuedFlagRefused: --listen given twice stops moat at
@@ -227,7 +230,8 @@ func TestRepeatedSingleValuedFlagRefused(t *testing.T) {
 		{[]string{"server", "--listen", "127.0.0.1:1", "--target", "127.0.0.1:9", "--self-signed", "--disable-authentication", "--shutdown-timeout", "1s", "--shutdown-timeout=2s"},
 			`moat: --shutdown-timeout: given more than once ("1s", then "2s"); it takes one value`},
 	} {
-		out, err := exec.Command(moatBin, tc.args...).CombinedOutput()
+		args := append([]string{tc.args[0], "--log-format", "console"}, tc.args[1:]...)
+		out, err := exec.Command(moatBin, args...).CombinedOutput()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 			t.Errorf("%v: %v, want exit code 2", tc.args, err)

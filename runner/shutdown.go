@@ -67,10 +67,17 @@ func (r *Runner) drain(ctx context.Context, drained chan<- error) {
 		return
 	case <-delay.C:
 	}
+	live := r.set.close()
+	// Listeners close before the line says so: a client that reads the log
+	// and dials is refused, not reset by a listener closing under it.
+	for _, s := range live {
+		if sa, ok := s.Server.(acceptStopper); ok {
+			sa.StopAccepting()
+		}
+	}
 	r.o.Log.Info().Msg("listener closed; waiting for open connections")
 	deadline, cancel := context.WithTimeout(context.Background(), r.o.ShutdownTimeout)
 	defer cancel()
-	live := r.set.close()
 	errs := make([]error, len(live)+1)
 	var wg sync.WaitGroup
 	for i, s := range live {
