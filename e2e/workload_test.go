@@ -457,7 +457,6 @@ func waitNewLeaf(t testing.TB, addr string, old *big.Int, d time.Duration) *x509
 	}
 }
 
-
 // Bad input needs no SPIRE: an address nothing listens on, and flags that
 // name two certificate sources.
 func TestWorkloadAPIBadInput(t *testing.T) {
