@@ -41,6 +41,7 @@ func newRootCommand() *cobra.Command {
 		newVersionCommand(),
 	)
 	refuseRepeatedFlags(root)
+	root.SetFlagErrorFunc(flagParseError)
 	return root
 }
 
@@ -56,7 +57,6 @@ func execute(root *cobra.Command, args []string, stderr io.Writer) int {
 	markRun(root, &ran)
 	root.SetArgs(args)
 	root.SetErr(stderr)
-	root.SetFlagErrorFunc(flagParseError)
 	cmd, err := root.ExecuteC()
 	if err == nil {
 		return 0
