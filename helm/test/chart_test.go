@@ -80,7 +80,7 @@ func wants() map[string]want {
 			args: []string{"--target=10.0.0.5:8080", "--unsafe-target"},
 		},
 		"require-pq": {
-			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 40,
+			native: true, secretName: "rel-moat-tls", listenPort: 8443, statusPort: 9090, grace: 45,
 			args:    []string{"--require-pq"},
 			notArgs: []string{"--min-tls-version", "--tls-groups", "--max-conn-lifetime", "--timed-reload"},
 		},
