@@ -33,7 +33,7 @@ func newTestCA(t *testing.T, cn string) *testCA {
 	tmpl := leafTemplate(cn, 0)
 	tmpl.ExtKeyUsage = nil
 	tmpl.IsCA = true
-	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
 	cert, err := sign(tmpl, tmpl, key.Public(), key)
 	if err != nil {
 		t.Fatal(err)

@@ -93,9 +93,51 @@ func NewRevocationList(files []string, authorities func() []*x509.Certificate, e
 	return r, nil
 }
 
+// NewPendingRevocationList is NewRevocationList for a trust bundle that
+// arrives after start (the SPIFFE Workload API's): the files are read and
+// parsed now, so that a missing or broken file still stops moat at start,
+// but their signatures are verified, and the lists put in service, by the
+// first Reload that finds authorities. Until then Check refuses every
+// chain: revocation cannot be vouched for yet.
+func NewPendingRevocationList(files []string, authorities func() []*x509.Certificate, expired ExpiredCRLPolicy) (*RevocationList, error) {
+	if len(files) == 0 {
+		return nil, errors.New("no CRL file given")
+	}
+	r := &RevocationList{files: files, authorities: authorities, expired: expired}
+	data, _, err := r.readStable()
+	if err != nil {
+		return nil, err
+	}
+	for i, b := range data {
+		if _, err := parseCRLs(b); err != nil {
+			return nil, &FileError{Role: RoleCRL, Path: r.files[i], Err: err}
+		}
+	}
+	return r, nil
+}
+
+// Pending reports a list not yet verified against a trust bundle (see
+// NewPendingRevocationList).
+func (r *RevocationList) Pending() bool { return r.current.Load() == nil }
+
+// errCRLsPending is Check's refusal before a pending list has been
+// verified against a trust bundle.
+var errCRLsPending = errors.New("the CRLs are not verified yet: no trust bundle has arrived to check their signatures")
+
 // Reload reads and parses every file again. On success the new lists
 // replace the old in one swap; on failure the old lists stay in service.
 func (r *RevocationList) Reload() error { return r.reload().err }
+
+// Refresh is Reload for a caller that reports only news: it says whether
+// new lists went into service, and returns an error only when it differs
+// from the last one reported.
+func (r *RevocationList) Refresh() (changed bool, err error) {
+	res := r.reload()
+	if res.repeat {
+		return false, nil
+	}
+	return res.changed, res.err
+}
 
 func (r *RevocationList) reload() reloadResult {
 	r.mu.Lock()
@@ -105,6 +147,11 @@ func (r *RevocationList) reload() reloadResult {
 		return r.failed(sum, err)
 	}
 	cas := r.authorities()
+	if len(cas) == 0 && r.current.Load() == nil {
+		// A pending list with no trust bundle yet: nothing to verify the
+		// CRLs against; not a failure of the files.
+		return reloadResult{}
+	}
 	casSum := certsSum(cas)
 	// The same bytes verified by the same CAs parse the same; a trust
 	// bundle that changed under them must be checked again.
@@ -253,6 +300,9 @@ func crlSigner(l *x509.RevocationList, cas []*x509.Certificate) (*x509.Certifica
 // CRLs describes the CRLs in service.
 func (r *RevocationList) CRLs() []CRLInfo {
 	set := r.current.Load()
+	if set == nil { // pending: not verified yet
+		return nil
+	}
 	out := make([]CRLInfo, 0, len(set.lists))
 	for _, c := range set.lists {
 		out = append(out, CRLInfo{File: c.file, Issuer: c.signer.Subject.String(), NextUpdate: c.nextUpdate, Revoked: len(c.revoked)})
@@ -281,6 +331,9 @@ func (r *RevocationList) check(chains [][]*x509.Certificate, now time.Time) erro
 		return nil
 	}
 	set := r.current.Load()
+	if set == nil {
+		return errCRLsPending
+	}
 	for _, chain := range chains {
 		for i := 0; i+1 < len(chain); i++ {
 			if err := set.check(chain[i], chain[i+1], now, r.expired); err != nil {
@@ -326,10 +379,11 @@ func (e *crlExpiredError) Error() string {
 	return fmt.Sprintf("CRL %s expired at %s (nextUpdate) and expired CRLs are refused", e.file, e.nextUpdate.UTC().Format(time.RFC3339))
 }
 
-// revocationReason maps a check error to its Reason.
+// revocationReason maps a check error to its Reason. A pending list
+// counts as an expired one: both are lists that cannot vouch for a chain.
 func revocationReason(err error) Reason {
 	var ce *crlExpiredError
-	if errors.As(err, &ce) {
+	if errors.As(err, &ce) || errors.Is(err, errCRLsPending) {
 		return ReasonCRLExpired
 	}
 	return ReasonRevoked

@@ -151,6 +151,7 @@ func (s *Source) takeSVID(src *workloadapi.X509Source) {
 	m := &material{cert: cert, bundles: src}
 	if b, err := src.GetX509BundleForTrustDomain(svid.ID.TrustDomain()); err == nil {
 		m.pool = poolOf(b)
+		m.cas = b.X509Authorities() // what --crl files are verified against
 	}
 	s.current.Store(m)
 	w.mu.Lock()

@@ -2,6 +2,7 @@ package certs
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -293,5 +294,78 @@ func TestWorkloadSourceAwaitNamesTheAddressOnTimeout(t *testing.T) {
 	}
 	if _, err := NewWorkloadSource("/no/scheme.sock", time.Second); err == nil {
 		t.Fatal("an address without a scheme was accepted")
+	}
+}
+
+// TestPendingRevocationListFollowsTheWorkloadBundle: --crl beside the
+// Workload API. The files are read at start, but until the first SVID
+// brings the bundle nothing verifies them and every chain is refused;
+// once it has, a server the CRL lists is refused and another passes.
+func TestPendingRevocationListFollowsTheWorkloadBundle(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	ca := newTestCA(t, "td CA")
+	good := issueSVID(t, ca, "spiffe://td.test/db", "localhost")
+	revoked := issueSVID(t, ca, "spiffe://td.test/db", "localhost")
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(time.Hour),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: revoked.Leaf.SerialNumber, RevocationTime: time.Now()}}}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.cert, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlFile := filepath.Join(dir, "td.crl")
+	writeTestFile(t, crlFile, der)
+
+	src, err := NewWorkloadSource("unix://"+sock, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	list, err := NewPendingRevocationList([]string{crlFile}, src.CACertificates, CRLExpiredWarn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := list.Reload(); err != nil || !list.Pending() {
+		t.Fatalf("before any bundle: Reload %v, pending %v; want nil and still pending", err, list.Pending())
+	}
+	if err := list.check([][]*x509.Certificate{{good.Leaf, ca.cert}}, time.Now()); revocationReason(err) != ReasonCRLExpired {
+		t.Fatalf("check while pending = %v, want a refusal counted as crl-expired", err)
+	}
+
+	r, _ := svidResponse(t, ca, "spiffe://td.test/client", nil)
+	startWorkloadAPI(t, sock, r)
+	if err := src.Await(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := list.Refresh(); err != nil || !changed || list.Pending() {
+		t.Fatalf("after the first SVID: Refresh = %v, %v; pending %v", changed, err, list.Pending())
+	}
+	check := ServerCheck{Name: "localhost", Identities: Policy{Revocation: list}}
+	for _, tc := range []struct {
+		name string
+		cert *tls.Certificate
+		ok   bool
+	}{{"listed", revoked, false}, {"not listed", good, true}} {
+		server := &tls.Config{Certificates: []tls.Certificate{*tc.cert}, ClientAuth: tls.RequireAnyClientCert}
+		_, clientErr := handshake(t, server, src.ClientTLSConfig("localhost", check))
+		if (clientErr == nil) != tc.ok {
+			t.Errorf("%s: client error %v, want ok=%v", tc.name, clientErr, tc.ok)
+		}
+	}
+
+	// A CRL the bundle does not vouch for fails the load, naming the file.
+	stranger := newTestCA(t, "stranger")
+	der2, err := x509.CreateRevocationList(rand.Reader, tmpl, stranger.cert, stranger.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other.crl")
+	writeTestFile(t, other, der2)
+	bad, err := NewPendingRevocationList([]string{other}, src.CACertificates, CRLExpiredWarn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Refresh(); err == nil || !strings.Contains(err.Error(), other) {
+		t.Errorf("a CRL from outside the bundle: %v, want an error naming %s", err, other)
 	}
 }

@@ -70,18 +70,14 @@ request a client certificate for a protected resource. --renegotiation never
 
 // configure builds client mode's proxy: plaintext in, TLS out.
 func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Address) (proxy.Config, *certs.Source, error) {
-	if o.workload.enabled() {
-		if err := o.common.crl.refuseWithWorkloadAPI(); err != nil {
-			return proxy.Config{}, nil, err
-		}
-	}
 	wsrc, err := o.workload.source(log, conflict{"keystore", o.common.ghost.keystore != ""}, conflict{"cert", o.certFile != ""}, conflict{"key", o.keyFile != ""}, conflict{"cacert", o.caFile != ""})
 	if err != nil {
 		return proxy.Config{}, nil, err
 	}
 	tlsConfig, src, err := o.tlsConfig(target)
+	var identities certs.Policy
 	if err == nil && wsrc != nil {
-		err = o.verify.check()
+		identities, err = o.workloadServerPolicy(wsrc)
 	}
 	if err != nil {
 		if wsrc != nil {
@@ -93,7 +89,7 @@ func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 		// The SVID is the client certificate and the Workload API's bundle
 		// verifies the server; the rest of tlsConfig's choices stand.
 		// --verify-* rules replace the name check, as with --cacert.
-		wcfg := wsrc.ClientTLSConfig(tlsConfig.ServerName, certs.ServerCheck{Name: tlsConfig.ServerName, Identities: o.verify.policy()})
+		wcfg := wsrc.ClientTLSConfig(tlsConfig.ServerName, certs.ServerCheck{Name: tlsConfig.ServerName, Identities: identities})
 		wcfg.Renegotiation, wcfg.ClientSessionCache = tlsConfig.Renegotiation, tlsConfig.ClientSessionCache
 		tlsConfig, src = wcfg, wsrc
 	}
@@ -226,4 +222,20 @@ func (o *clientOptions) clientCertificate() (*certs.Source, error) {
 		return nil, nil
 	}
 	return fileSource(o.certFile, o.keyFile, "")
+}
+
+// workloadServerPolicy is what a server must satisfy besides its chain to
+// the Workload API's bundle: the --verify-* rules and the --crl lists
+// (verified against that bundle once it arrives).
+func (o *clientOptions) workloadServerPolicy(wsrc *certs.Source) (certs.Policy, error) {
+	if err := o.verify.check(); err != nil {
+		return certs.Policy{}, err
+	}
+	p := o.verify.policy()
+	rev, err := o.common.crl.loadFromWorkloadAPI(wsrc)
+	if err != nil {
+		return certs.Policy{}, err
+	}
+	p.Revocation = rev
+	return p, nil
 }

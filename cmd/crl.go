@@ -31,6 +31,19 @@ func (c *crlOptions) register(f *pflag.FlagSet) {
 // authorities returns (read again on every reload). Without --crl it
 // returns nil: no revocation checks.
 func (c *crlOptions) load(authorities func() []*x509.Certificate) (*certs.RevocationList, error) {
+	return c.loadWith(certs.NewRevocationList, authorities)
+}
+
+// loadFromWorkloadAPI is load for a Workload API source, whose trust bundle
+// arrives after start: the files are read now, verified once the first
+// SVID brings the bundle (see certs.NewPendingRevocationList), and again
+// whenever the bundle rotates.
+func (c *crlOptions) loadFromWorkloadAPI(src *certs.Source) (*certs.RevocationList, error) {
+	return c.loadWith(certs.NewPendingRevocationList, src.CACertificates)
+}
+
+func (c *crlOptions) loadWith(newList func([]string, func() []*x509.Certificate, certs.ExpiredCRLPolicy) (*certs.RevocationList, error),
+	authorities func() []*x509.Certificate) (*certs.RevocationList, error) {
 	var policy certs.ExpiredCRLPolicy
 	switch c.expired {
 	case "warn":
@@ -43,22 +56,12 @@ func (c *crlOptions) load(authorities func() []*x509.Certificate) (*certs.Revoca
 	if len(c.files) == 0 {
 		return nil, nil
 	}
-	list, err := certs.NewRevocationList(c.files, authorities, policy)
+	list, err := newList(c.files, authorities, policy)
 	if err != nil {
 		return nil, fileFailure("crl", "", err)
 	}
 	c.list = list
 	return list, nil
-}
-
-// refuseWithWorkloadAPI refuses --crl beside the Workload API: a CRL is
-// verified against the CA bundle when it is loaded, and the Workload API's
-// bundle only arrives (and rotates) after that.
-func (c *crlOptions) refuseWithWorkloadAPI() error {
-	if len(c.files) == 0 {
-		return nil
-	}
-	return flagError("crl", "cannot be combined with --use-workload-api: CRL signatures are verified against a CA bundle file (--cacert), and the Workload API's bundle arrives and rotates after start")
 }
 
 // applyCRL loads the --crl files of server mode, verified against the CA
@@ -67,10 +70,11 @@ func (o *serverOptions) applyCRL(src *certs.Source) error {
 	if len(o.common.crl.files) > 0 && o.disableAuth {
 		return flagError("crl", "cannot be combined with --disable-authentication: there is no client certificate to check")
 	}
+	load := o.common.crl.load
 	if src.FromWorkloadAPI() {
-		return nil // refused by configure
+		load = func(func() []*x509.Certificate) (*certs.RevocationList, error) { return o.common.crl.loadFromWorkloadAPI(src) }
 	}
-	rev, err := o.common.crl.load(src.CACertificates)
+	rev, err := load(src.CACertificates)
 	if err != nil {
 		return err
 	}
@@ -86,6 +90,10 @@ func (c *crlOptions) watch(log zerolog.Logger, m *metrics.Metrics) *crlWatch {
 	}
 	w := newCRLWatch(c.list, log, m)
 	w.refuse = c.expired == "refuse"
+	if c.list.Pending() {
+		log.Info().Strs("crl", c.files).Msg("revocation lists read; they are verified, and checked, once the Workload API sends the trust bundle")
+		return w
+	}
 	w.loaded("revocation lists loaded")
 	return w
 }
@@ -230,7 +238,30 @@ func (c *crlOptions) addTo(svc *runner.Service, log zerolog.Logger, status *stat
 		if report == nil {
 			report = func(error) {}
 		}
+		if src, ok := svc.Certificates.(*certs.Source); ok && src.FromWorkloadAPI() {
+			report = w.followBundle(report)
+		}
 		g = append(reloadGroup{{c: svc.Certificates, report: report}}, g...)
 	}
 	svc.Certificates, svc.OnReload = g, nil
+}
+
+// followBundle wraps a Workload API source's report: each SVID taken into
+// service may bring a new trust bundle, so the CRLs are verified again
+// (a no-op when neither they nor the bundle changed).
+func (w *crlWatch) followBundle(report func(error)) func(error) {
+	return func(err error) {
+		report(err)
+		if err == nil {
+			w.reloadQuietly()
+		}
+	}
+}
+
+// reloadQuietly reloads the lists and reports only news: new lists in
+// service, or a new failure.
+func (w *crlWatch) reloadQuietly() {
+	if changed, err := w.list.Refresh(); changed || err != nil {
+		w.report(err)
+	}
 }

@@ -94,11 +94,6 @@ func (o *serverOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 	if err := o.checkAuthFlags(); err != nil {
 		return proxy.Config{}, nil, err
 	}
-	if o.workload.enabled() {
-		if err := o.common.crl.refuseWithWorkloadAPI(); err != nil {
-			return proxy.Config{}, nil, err
-		}
-	}
 	src, err := o.workload.source(log, conflict{"keystore", o.common.ghost.keystore != ""}, conflict{"cert", len(o.certFiles) > 0}, conflict{"key", len(o.keyFiles) > 0},
 		conflict{"cert-dir", len(o.certDirs) > 0}, conflict{"self-signed", o.selfSigned}, conflict{"cacert", o.caFile != ""})
 	if err == nil && src == nil {

@@ -140,7 +140,7 @@ func (t *tunnels) prepareMember(ctx context.Context, cf *configFile, s *serviceS
 		m.CertificateLoaded(src.NotAfter())
 	}
 	logReload := reloadLogger(log, src)
-	return &member{
+	mb := &member{
 		spec: s, cfg: cfg, src: src, crl: s.mode.common.crl.watch(log, m),
 		onReload: func(err error) {
 			m.Reload(err)
@@ -150,7 +150,11 @@ func (t *tunnels) prepareMember(ctx context.Context, cf *configFile, s *serviceS
 			logReload(err)
 		},
 		upstreamUp: status.Cached(upstreamCheckTTL, dialCheck(cfg.Target.Address(), s.mode.common.status.proxyProtocol)),
-	}, nil
+	}
+	if mb.crl != nil && src != nil && src.FromWorkloadAPI() {
+		mb.onReload = mb.crl.followBundle(mb.onReload)
+	}
+	return mb, nil
 }
 
 // blamedFlag splits a flag error ("--cert: ...") into the key and the

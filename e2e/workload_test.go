@@ -75,6 +75,9 @@ type spire struct {
 	agentSock            string // the Workload API
 	agentConf            string
 	agent                *process
+	// upstream is the CA SPIRE's own CA is signed by (UpstreamAuthority
+	// "disk"): the root of the trust bundle, and an issuer of CRLs.
+	upstream *opensslCA
 	serverPort, nodeName string
 }
 
@@ -97,6 +100,7 @@ func startSPIRE(t *testing.T) *spire {
 			t.Fatal(err)
 		}
 	}
+	s.upstream = newOpenSSLCA(t)
 	serverConf := filepath.Join(dir, "server.conf")
 	writeFile(t, serverConf, fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
@@ -119,8 +123,14 @@ plugins {
     KeyManager "memory" {
         plugin_data {}
     }
+    UpstreamAuthority "disk" {
+        plugin_data {
+            cert_file_path = "%s"
+            key_file_path = "%s"
+        }
+    }
 }
-`, s.serverPort, s.serverSock, spireTD, dir, dir))
+`, s.serverPort, s.serverSock, spireTD, dir, dir, s.upstream.crt, s.upstream.key))
 	start(t, serverBin, "run", "-config", serverConf)
 	s.waitHealthy(t, serverBin, s.serverSock)
 
@@ -269,19 +279,25 @@ func waitReadyz(t testing.TB, status string, code int, body string, d time.Durat
 // it afterwards; the certificate is seen before that.
 func servedLeaf(t testing.TB, addr string) *x509.Certificate {
 	t.Helper()
-	var leaf *x509.Certificate
+	return servedChain(t, addr)[0]
+}
+
+// servedChain is the chain a handshake with addr presents, leaf first.
+func servedChain(t testing.TB, addr string) []*x509.Certificate {
+	t.Helper()
+	var chain []*x509.Certificate
 	cfg := &tls.Config{InsecureSkipVerify: true, VerifyConnection: func(cs tls.ConnectionState) error {
-		leaf = cs.PeerCertificates[0]
+		chain = cs.PeerCertificates
 		return nil
 	}}
 	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
 	if err == nil {
 		c.Close()
 	}
-	if leaf == nil {
+	if len(chain) == 0 {
 		t.Fatalf("no certificate from %s: %v", addr, err)
 	}
-	return leaf
+	return chain
 }
 
 // metricValue reads one unlabelled sample from /metrics.
@@ -438,6 +454,42 @@ func TestWorkloadAPIWithSPIRE(t *testing.T) {
 	c = dialRetry(t, "tcp", clientListen)
 	echoLine(t, c, "after the agent came back\n")
 	c.Close()
+
+	// --crl with the Workload API: the CRLs are verified against the
+	// bundle the agent sends (the upstream root), not a --cacert file. A
+	// CRL that lists nothing lets the server through; one that lists
+	// SPIRE's intermediate CA refuses every SVID under it.
+	chain := servedChain(t, addr)
+	if len(chain) < 2 {
+		t.Fatalf("the server's SVID chain has %d certificates, want SPIRE's intermediate after the leaf", len(chain))
+	}
+	inter := filepath.Join(s.dir, "spire-intermediate.crt")
+	writePEM(t, inter, "CERTIFICATE", chain[1].Raw)
+	emptyCRL, revokedCRL := filepath.Join(s.dir, "empty.crl"), filepath.Join(s.dir, "revoked.crl")
+	s.upstream.gencrl(t, emptyCRL)
+	s.upstream.revoke(t, inter)
+	s.upstream.gencrl(t, revokedCRL)
+	for _, tc := range []struct {
+		crl    string
+		passes bool
+	}{{emptyCRL, true}, {revokedCRL, false}} {
+		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		p := start(t, clientExe, "client", "--listen", listen, "--target", addr,
+			"--use-workload-api-addr", wl, "--verify-uri", serverID, "--crl", tc.crl)
+		p.waitFor(t, "moat is listening", 2*time.Minute)
+		c := dialRetry(t, "tcp", listen)
+		if tc.passes {
+			echoLine(t, c, "past a CRL verified against the Workload API bundle\n")
+		} else {
+			c.Write([]byte("hello?\n"))
+			c.SetReadDeadline(time.Now().Add(15 * time.Second))
+			if b, err := io.ReadAll(c); len(b) > 0 || isTimeout(err) {
+				t.Fatalf("through a CRL listing SPIRE's intermediate: read %q, %v; want the connection closed without data", b, err)
+			}
+			p.waitFor(t, `"auth_refused":"revoked"`, 10*time.Second)
+		}
+		c.Close()
+	}
 }
 
 // waitNewLeaf polls new handshakes until the server presents a
@@ -519,8 +571,10 @@ func TestWorkloadAPIBadInput(t *testing.T) {
 		{"server", []string{"--cacert", "ca.crt"}, "--cacert", combined + "--cacert"},
 		{"client", []string{"--cert", "x.crt", "--key", "x.key"}, "--cert", combined + "--cert"},
 		{"client", []string{"--cacert", "ca.crt"}, "--cacert", combined + "--cacert"},
-		{"client", []string{"--crl", "x.crl"}, "--crl", "moat: --crl: cannot be combined with --use-workload-api"},
-		{"server", []string{"--crl", "x.crl"}, "--crl", "moat: --crl: cannot be combined with --use-workload-api"},
+		// --crl is read at start even though the bundle that verifies it
+		// comes later: a missing file stops moat at once.
+		{"client", []string{"--crl", "x.crl"}, "--crl", "moat: --crl: CRL x.crl"},
+		{"server", []string{"--crl", "x.crl"}, "--crl", "moat: --crl: CRL x.crl"},
 	} {
 		t.Run(tc.mode+" with "+tc.flag, func(t *testing.T) {
 			args := append([]string{tc.mode, "--use-workload-api-addr", absent}, tc.extra...)
@@ -530,9 +584,15 @@ func TestWorkloadAPIBadInput(t *testing.T) {
 				args = append(args, "--log-format", "console", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9")
 			}
 			out, err := exec.Command(moatBin, args...).CombinedOutput()
-			want := tc.want
-			if err == nil || !strings.Contains(string(out), want) || strings.Count(strings.TrimSpace(string(out)), "\n") != 0 {
-				t.Fatalf("%v: %q, want the one line %q", err, out, want)
+			// Conflicting sources are refused before the agent is dialled:
+			// the fatal line is all there is. A --crl file is read once the
+			// source is set up, after its "waiting" line.
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			if tc.flag != "--crl" && len(lines) != 1 {
+				t.Fatalf("%v: %q, want one line", err, out)
+			}
+			if err == nil || !strings.HasPrefix(lines[len(lines)-1], tc.want) {
+				t.Fatalf("%v: %q, want the last line to begin %q", err, out, tc.want)
 			}
 		})
 	}

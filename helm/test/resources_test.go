@@ -208,8 +208,6 @@ func TestRefusedValues(t *testing.T) {
 		{"crl without mtls", valueSet{args: []string{"--set", "mtls.crl.configMap=crls"}}, "mtls.crl needs mtls.enabled"},
 		{"crl from both a ConfigMap and a Secret", valueSet{args: []string{"--set", "mtls.enabled=true", "--set", "mtls.allowAll=true",
 			"--set", "mtls.crl.configMap=crls", "--set", "mtls.crl.secretName=crls"}}, "not both"},
-		{"crl with the Workload API", valueSet{args: []string{"--set", "workloadAPI.enabled=true", "--set", "mtls.enabled=true", "--set", "mtls.allowURI[0]=spiffe://td/x",
-			"--set", "mtls.crl.configMap=crls"}}, "mtls.crl cannot be combined with workloadAPI.enabled"},
 		{"crl-expired neither warn nor refuse", valueSet{args: []string{"--set", "mtls.crl.expired=ignore"}}, "/mtls/crl/expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

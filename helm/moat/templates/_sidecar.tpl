@@ -221,9 +221,6 @@ real binary knows every flag rendered here.
 {{- if and $v.mtls.enabled $v.tls.selfSigned (not $v.mtls.clientCA.secretName) (not $v.workloadAPI.enabled) -}}
 {{- fail "moat: mtls.enabled with tls.selfSigned needs mtls.clientCA.secretName (there is no ca.crt to verify clients with)" -}}
 {{- end -}}
-{{- if and $v.workloadAPI.enabled (or $v.mtls.crl.configMap $v.mtls.crl.secretName) -}}
-{{- fail "moat: mtls.crl cannot be combined with workloadAPI.enabled: moat verifies a CRL against a CA bundle file when it loads it, and the Workload API's bundle arrives and rotates after start" -}}
-{{- end -}}
 {{- if and $v.workloadAPI.enabled (or $v.tls.selfSigned $v.certManager.enabled $v.mtls.clientCA.secretName) -}}
 {{- fail "moat: workloadAPI.enabled takes the certificate and trust bundle from the SPIFFE Workload API; it cannot be combined with tls.selfSigned, certManager.enabled or mtls.clientCA.secretName" -}}
 {{- end -}}
