@@ -94,7 +94,7 @@ func (o *clientOptions) verifyServer(cfg *tls.Config, pool *x509.CertPool, cas [
 		if named {
 			return flagError(o.verify.firstFlag(), "needs --cacert or the Workload API (--use-workload-api): the server's chain is verified against that CA bundle before its identity is checked")
 		}
-		return flagError("crl", "needs --cacert: each CRL's signature is verified against the CA bundle")
+		return flagError("crl", "needs --cacert or the Workload API (--use-workload-api): each CRL's signature is verified against that CA bundle")
 	}
 	rev, err := o.common.crl.load(func() []*x509.Certificate { return cas })
 	if err != nil {
