@@ -72,7 +72,9 @@ func (o *serverOptions) applyCRL(src *certs.Source) error {
 	}
 	load := o.common.crl.load
 	if src.FromWorkloadAPI() {
-		load = func(func() []*x509.Certificate) (*certs.RevocationList, error) { return o.common.crl.loadFromWorkloadAPI(src) }
+		load = func(func() []*x509.Certificate) (*certs.RevocationList, error) {
+			return o.common.crl.loadFromWorkloadAPI(src)
+		}
 	}
 	rev, err := load(src.CACertificates)
 	if err != nil {

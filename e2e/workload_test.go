@@ -69,15 +69,15 @@ func spireBins(t testing.TB) (server, agent string) {
 
 // spire is a SPIRE server and agent run by the test.
 type spire struct {
-	dir                  string
-	serverBin, agentBin  string
-	serverSock           string
-	agentSock            string // the Workload API
-	agentConf            string
-	agent                *process
+	dir                 string
+	serverBin, agentBin string
+	serverSock          string
+	agentSock           string // the Workload API
+	agentConf           string
+	agent               *process
 	// upstream is the CA SPIRE's own CA is signed by (UpstreamAuthority
 	// "disk"): the root of the trust bundle, and an issuer of CRLs.
-	upstream *opensslCA
+	upstream             *opensslCA
 	serverPort, nodeName string
 }
 
