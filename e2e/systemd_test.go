@@ -68,20 +68,54 @@ func (n *notifySocket) expect(t testing.TB, want string, d time.Duration) string
 }
 
 // activated runs moat under systemd-socket-activate, which binds
-// 127.0.0.1:port, names the socket fdname, and executes moat with the
-// socket on descriptor 3 (LISTEN_FDS, LISTEN_PID, LISTEN_FDNAMES) at the
-// first connection, as a socket unit with Accept=no does. env adds
-// variables (-E NAME=VALUE).
-func activated(t testing.TB, port int, fdname string, env []string, moatArgs ...string) *process {
+// 127.0.0.1 on a free port (returned), names the socket fdname, and
+// executes moat with the socket on descriptor 3 (LISTEN_FDS, LISTEN_PID,
+// LISTEN_FDNAMES) at the first connection, as a socket unit with
+// Accept=no does. env adds variables (-E NAME=VALUE).
+func activated(t testing.TB, fdname string, env []string, moatArgs ...string) (*process, int) {
 	t.Helper()
-	activate := needTool(t, "systemd-socket-activate")
-	args := []string{"-l", fmt.Sprintf("127.0.0.1:%d", port), "--fdname=" + fdname}
+	args := []string{"--fdname=" + fdname}
 	for _, e := range env {
 		args = append(args, "-E", e)
 	}
-	p := start(t, activate, append(append(args, moatBin), moatArgs...)...)
-	p.waitFor(t, "Listening on 127.0.0.1:"+strconv.Itoa(port), 10*time.Second)
-	return p
+	return activateOn(t, "127.0.0.1", args, moatArgs...)
+}
+
+// activateOn runs systemd-socket-activate listening on host and a port
+// from freePort, with wrapperArgs, then moat with moatArgs, and returns
+// once it listens. A port freePort found free can be taken by another
+// test's connection before the wrapper binds it; then another is tried.
+func activateOn(t testing.TB, host string, wrapperArgs []string, moatArgs ...string) (*process, int) {
+	t.Helper()
+	activate := needTool(t, "systemd-socket-activate")
+	for attempt := 1; ; attempt++ {
+		port := freePort(t)
+		args := append([]string{"-l", net.JoinHostPort(host, strconv.Itoa(port))}, wrapperArgs...)
+		p := start(t, activate, append(append(args, moatBin), moatArgs...)...)
+		if listening(p, 10*time.Second) {
+			return p, port
+		}
+		if attempt < 5 && strings.Contains(p.output(), "Address already in use") {
+			continue
+		}
+		t.Fatalf("systemd-socket-activate did not listen on %s port %d:\n%s", host, port, p.output())
+	}
+}
+
+// listening waits up to d for the wrapper's "Listening on" line.
+func listening(p *process, d time.Duration) bool {
+	deadline := time.After(d)
+	for !strings.Contains(p.output(), "Listening on") {
+		select {
+		case <-p.lines:
+		case <-p.done:
+			return strings.Contains(p.output(), "Listening on")
+		case <-deadline:
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // TestSystemdSocketActivationRoundTrip: moat takes the socket systemd
@@ -93,8 +127,7 @@ func TestSystemdSocketActivationRoundTrip(t *testing.T) {
 	f := serverFiles(t)
 	blob := make([]byte, 1<<20)
 	rand.Read(blob)
-	port := freePort(t)
-	m := activated(t, port, "web", nil, "server", "--listen", "systemd:web", "--target", httpUpstream(t, blob),
+	m, port := activated(t, "web", nil, "server", "--listen", "systemd:web", "--target", httpUpstream(t, blob),
 		"--cert", f.Cert, "--key", f.Key, "--disable-authentication")
 	url := fmt.Sprintf("https://localhost:%d/blob", port)
 	resolve := fmt.Sprintf("localhost:%d:127.0.0.1", port)
@@ -119,8 +152,7 @@ func TestSystemdSocketActivationRoundTrip(t *testing.T) {
 func TestSystemdNotifyLifecycle(t *testing.T) {
 	f := serverFiles(t)
 	n := newNotifySocket(t)
-	port := freePort(t)
-	m := activated(t, port, "moat", []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"},
+	m, port := activated(t, "moat", []string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=400000"},
 		"server", "--listen", "systemd:moat", "--target", "127.0.0.1:9", "--cert", f.Cert, "--key", f.Key, "--disable-authentication")
 	c := dialRetry(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port)) // wakes the activation
 	defer c.Close()
@@ -189,15 +221,11 @@ func TestSystemdListenRefusals(t *testing.T) {
 		}
 	}
 
-	port := freePort(t)
-	p := activated(t, port, "web", nil, server("admin")...)
+	p, port := activated(t, "web", nil, server("admin")...)
 	wake(port)
 	exited(p, `systemd passed no socket named "admin" (it passed web)`, 1)
 
-	activate := needTool(t, "systemd-socket-activate")
-	port = freePort(t)
-	p = start(t, activate, append([]string{"--accept", "-l", fmt.Sprintf("127.0.0.1:%d", port), "--fdname=web", moatBin}, server("web")...)...)
-	p.waitFor(t, "Listening on", 10*time.Second)
+	p, port = activateOn(t, "127.0.0.1", []string{"--accept", "--fdname=web"}, server("web")...)
 	wake(port) // with --accept, the wrapper stays and runs moat per connection
 	p.waitFor(t, "moat: --listen: systemd:web: not a listening socket (the socket unit must have Accept=no)", 20*time.Second)
 	p.waitFor(t, "died with code 1", 10*time.Second)
@@ -206,10 +234,8 @@ func TestSystemdListenRefusals(t *testing.T) {
 	exited(p, "no sockets passed by systemd", 1)
 
 	// Client mode: the plaintext side may not listen beyond this host.
-	port = freePort(t)
-	p = start(t, activate, "-l", fmt.Sprintf("0.0.0.0:%d", port), "--fdname=app", moatBin,
+	p, port = activateOn(t, "0.0.0.0", []string{"--fdname=app"},
 		"client", "--log-format", "console", "--listen", "systemd:app", "--target", "127.0.0.1:9", "--cacert", f.CA)
-	p.waitFor(t, "Listening on", 10*time.Second)
 	wake(port)
 	exited(p, "systemd:app (listening on 0.0.0.0:", 2)
 }
@@ -263,8 +289,7 @@ func fileSize(t testing.TB, path string) int {
 func TestSystemdActivatedClientMode(t *testing.T) {
 	pki := newClientPKI(t)
 	srv, target := startSServer(t, "-cert", pki.server.Cert, "-key", pki.server.Key)
-	port := freePort(t)
-	activated(t, port, "app", nil, "client", "--listen", "systemd:app", "--target", target, "--cacert", pki.server.CA)
+	_, port := activated(t, "app", nil, "client", "--listen", "systemd:app", "--target", target, "--cacert", pki.server.CA)
 	a := dialApp(t, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	exchange(t, srv, a, "activated")
 }
