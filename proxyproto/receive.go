@@ -114,6 +114,11 @@ func receiveV1(b []byte) (Header, int, error) {
 	if end == 0 || window[end-1] != '\r' {
 		return Header{}, 0, fmt.Errorf("%w: version 1: LF without CR", ErrMalformed)
 	}
+	if bytes.IndexByte(window[:end-1], '\r') >= 0 {
+		// A CR inside the line, as a header cut short of it is refused:
+		// the same bytes decide the same however they arrive.
+		return Header{}, 0, fmt.Errorf("%w: version 1: CR not followed by LF", ErrMalformed)
+	}
 	h, err := v1Line(window[:end-1])
 	if err != nil {
 		return Header{}, 0, err
