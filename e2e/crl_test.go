@@ -78,11 +78,7 @@ func TestCRLFromOpenSSLRefusesRevokedClient(t *testing.T) {
 // waitCount waits until s appears n times in p's output.
 func waitCount(t testing.TB, p *process, s string, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(step); p.count(s) < n; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%q appeared %d times, want %d", s, p.count(s), n)
-		}
-	}
+	waitCountWithin(t, p, s, n, step)
 }
 
 // mtlsClientConfig is a Go client presenting leaf, trusting roots, with a
