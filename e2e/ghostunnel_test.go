@@ -104,23 +104,21 @@ func ports(names ...string) map[string]int {
 
 // freePortT is freePort without a test, for building port maps.
 func freePortT() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pickPort("127.0.0.1:0")
 	if err != nil {
 		panic(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // freeWildcardPort is a port free on every address a moment ago.
 func freeWildcardPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", ":0")
+	port, err := pickPort(":0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // upstreamAt serves upperEcho on addr.

@@ -57,12 +57,39 @@ func needTool(t testing.TB, name string) string {
 // freePort returns a port on 127.0.0.1 that was free a moment ago.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := pickPort("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
+}
+
+// handedOut holds every port pickPort returned in this test binary. The
+// kernel may offer a port again as soon as its listener closes, so two picks
+// made before either is bound (a server's status port and a client's) could
+// otherwise collide.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// pickPort binds addr (port 0) and returns the port the kernel chose, never
+// one it returned before.
+func pickPort(addr string) (int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
+	}
 }
 
 // process is a child process whose combined output is captured line by line,
