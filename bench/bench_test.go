@@ -31,8 +31,12 @@ func tinyConfig(t *testing.T) runConfig {
 		t.Fatal(err)
 	}
 	t.Setenv(roleEnv, "1")
+	// The proxy's CPU time comes from /proc's clock ticks (10 ms, sampled),
+	// so the bulk runs move enough bytes for the relay to be seen on many
+	// ticks: at 2 MiB it spent about four, and now and then none was counted;
+	// the handshake runs last long enough for the same reason.
 	return runConfig{
-		reps: 1, bulkBytes: 2 << 20, bulkConns: 2, hsDuration: 150 * time.Millisecond, hsWorkers: 2,
+		reps: 1, bulkBytes: 16 << 20, bulkConns: 2, hsDuration: 600 * time.Millisecond, hsWorkers: 2,
 		ppDuration: 150 * time.Millisecond, idleConns: 40, verify: true, peers: []string{"iocopy"},
 		exe: exe, log: io.Discard, attempts: 1, // no quiet-machine waits: this is a test, not a figure
 	}
