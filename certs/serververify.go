@@ -9,13 +9,14 @@ import (
 )
 
 // ServerCheck is how client mode verifies the server it connects to when
-// crypto/tls's own check is not enough: when the server must have a given
-// identity (--verify-uri and its siblings: an X.509-SVID has a URI SAN and
-// often no DNS name at all), or when its chain must be checked against
-// CRLs. Use it as
+// crypto/tls's own check is not enough: when the trust bundle rotates
+// (crypto/tls's RootCAs is fixed, Roots is read at each handshake), when
+// the server must have a given identity (--verify-uri and its siblings: an
+// X.509-SVID has a URI SAN and often no DNS name at all), or when its chain
+// must be checked against CRLs. Use it as
 //
 //	cfg.InsecureSkipVerify = true // crypto/tls's check is replaced, not skipped
-//	cfg.VerifyConnection = certs.ServerCheck{Roots: pool, Name: "db.internal"}.Verify
+//	cfg.VerifyConnection = certs.ServerCheck{Roots: src.CAPool, Name: "db.internal"}.Verify
 //
 // crypto/tls runs VerifyConnection on every handshake, resumed ones
 // included, so a session resumed after a CRL reload is checked again.

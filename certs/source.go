@@ -71,6 +71,18 @@ func NewFileSource(certFile, keyFile, caFile string) (*Source, error) {
 	return load(&Source{certFile: certFile, keyFile: keyFile, caFile: caFile})
 }
 
+// NewCASource loads a CA bundle alone, reloaded like NewFileSource's files:
+// what a client that presents no certificate verifies servers against. It
+// has no certificate: Certificate is nil, NotAfter is zero, and
+// GetClientCertificate answers with an empty certificate. A bundle that
+// does not parse, at start or on a reload, is an error naming caFile.
+func NewCASource(caFile string) (*Source, error) {
+	if caFile == "" {
+		return nil, errors.New("no CA bundle given")
+	}
+	return load(&Source{caFile: caFile})
+}
+
 // DirOptions adjust what NewDirSource reads besides tls.crt and tls.key.
 type DirOptions struct {
 	// CAFile, when not "", replaces the Secret's ca.crt: a client CA kept in

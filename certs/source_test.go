@@ -443,3 +443,62 @@ func TestDirSourceRequireCAKeepsBundleWhenCADisappears(t *testing.T) {
 		t.Fatal("a swap without ca.crt replaced the material in service")
 	}
 }
+
+// A client that presents no certificate still verifies servers against a
+// CA bundle that rotates: NewCASource carries the bundle alone, reloads it
+// on a rename over the file, and keeps the previous bundle when the new
+// one does not parse. It presents nothing and has no expiry of its own.
+func TestCASourceReloadsBundleAlone(t *testing.T) {
+	first, second := newTestCA(t, "first CA"), newTestCA(t, "second CA")
+	caFile := filepath.Join(t.TempDir(), "bundle.pem")
+	if _, err := NewCASource(caFile); err == nil || !strings.Contains(err.Error(), caFile) {
+		t.Fatalf("missing bundle: err = %v, want one naming %s", err, caFile)
+	}
+	writeTestFile(t, caFile, certPEM(first.cert))
+	src, err := NewCASource(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !src.CAPool().Equal(first.pool()) || len(src.CACertificates()) != 1 {
+		t.Fatal("bundle not loaded")
+	}
+	if src.Certificate() != nil || len(src.Certificates()) != 0 || !src.NotAfter().IsZero() {
+		t.Fatal("a CA-only source has a certificate")
+	}
+	if c, err := src.GetClientCertificate(&tls.CertificateRequestInfo{}); err != nil || len(c.Certificate) != 0 {
+		t.Fatalf("GetClientCertificate = %v, %v; want an empty certificate", c, err)
+	}
+	if got := src.Files(); len(got) != 1 || got[0] != caFile {
+		t.Fatalf("Files = %v, want the bundle alone", got)
+	}
+
+	reports := watch(t, src)
+	writeTestFile(t, caFile+".new", certPEM(first.cert, second.cert))
+	if err := os.Rename(caFile+".new", caFile); err != nil {
+		t.Fatal(err)
+	}
+	if err := nextReport(t, reports); err != nil {
+		t.Fatalf("reload failed: %v", err)
+	}
+	if len(src.CACertificates()) != 2 {
+		t.Fatal("the rotated bundle is not in service")
+	}
+	writeTestFile(t, caFile+".new", certPEM(second.cert))
+	os.Rename(caFile+".new", caFile)
+	if err := nextReport(t, reports); err != nil || !src.CAPool().Equal(second.pool()) {
+		t.Fatalf("reload: err %v, pool is the second CA's: %v", err, src.CAPool().Equal(second.pool()))
+	}
+
+	pool := src.CAPool()
+	writeTestFile(t, caFile+".new", []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
+	os.Rename(caFile+".new", caFile)
+	if err := nextReport(t, reports); err == nil || !strings.Contains(err.Error(), caFile) {
+		t.Fatalf("garbage bundle reported %v, want an error naming %s", err, caFile)
+	}
+	if src.Reload() == nil {
+		t.Fatal("explicit Reload of a garbage bundle succeeded")
+	}
+	if src.CAPool() != pool {
+		t.Fatal("a garbage bundle took the previous one out of service")
+	}
+}

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -56,7 +55,7 @@ request a client certificate for a protected resource. --renegotiation never
 	}, "address to accept plaintext on: host:port or unix:/path", "TLS server to connect to: host:port", o.configure)
 	f := cmd.Flags()
 	f.StringVar(&o.listenMode, "listen-mode", "", "permission bits of a unix --listen socket, in octal (e.g. 0660); default: from the umask")
-	f.StringVar(&o.caFile, "cacert", "", "PEM file with the CA certificates that sign the server's certificate (default: the system roots); read at start-up")
+	f.StringVar(&o.caFile, "cacert", "", "PEM file with the CA certificates that sign the server's certificate (default: the system roots); reloaded on change")
 	f.StringVar(&o.certFile, "cert", "", "PEM file with the client certificate chain, leaf first, for servers that ask for one; reloaded on change")
 	f.StringVar(&o.keyFile, "key", "", "PEM file with the client private key")
 	f.StringVar(&o.serverName, "server-name", "", "name the server certificate must carry, also sent as SNI (default: the host of --target)")
@@ -100,7 +99,7 @@ func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 	cfg := o.common.proxyConfig(proxy.ModeClient, listen, target, tlsConfig, log)
 	cfg.ListenMode = mode
 	ev := log.Info().Str("server_name", tlsConfig.ServerName).Str("renegotiation", o.renegotiation).
-		Bool("client_certificate", src != nil)
+		Bool("client_certificate", tlsConfig.GetClientCertificate != nil)
 	if p := o.verify.policy(); p.Describe() != "" {
 		ev = ev.Str("verify_identity", p.Describe()) // replaces the server name check
 	}
@@ -109,7 +108,8 @@ func (o *clientOptions) configure(log zerolog.Logger, listen, target endpoint.Ad
 }
 
 // tlsConfig builds the client side of every connection. The returned Source
-// carries the client certificate, if any; it is nil otherwise.
+// carries the client certificate and the --cacert bundle, whichever are
+// given; it is nil when neither is.
 func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.Source, error) {
 	reneg, err := renegotiationPolicy(o.renegotiation)
 	if err != nil {
@@ -140,26 +140,18 @@ func (o *clientOptions) tlsConfig(target endpoint.Address) (*tls.Config, *certs.
 	if o.sessionCacheSize > 0 {
 		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(o.sessionCacheSize)
 	}
-	var cas []*x509.Certificate
-	if o.caFile != "" {
-		cfg.RootCAs, cas, err = certs.LoadCAPool(o.caFile)
-		if err != nil {
-			return nil, nil, fileFailure("cacert", o.caFile, err)
-		}
+	src, err := o.source()
+	if err != nil {
+		return nil, nil, err
 	}
 	if !o.workload.enabled() { // else configure checks the server against the Workload API's bundle
-		if err := o.verifyServer(cfg, cfg.RootCAs, cas); err != nil {
+		if err := o.verifyServer(cfg, src); err != nil {
 			return nil, nil, err
 		}
 	}
-	src, err := o.clientCertificate()
-	switch {
-	case err != nil:
-		return nil, nil, err
-	case src == nil:
-		return cfg, nil, nil
+	if src != nil && src.Certificate() != nil { // a CA-only Source presents nothing
+		cfg.GetClientCertificate = src.GetClientCertificate
 	}
-	cfg.GetClientCertificate = src.GetClientCertificate
 	return cfg, src, nil
 }
 
@@ -207,21 +199,29 @@ func (o *clientOptions) socketMode(listen endpoint.Address) (uint32, error) {
 	return uint32(m), nil
 }
 
-// clientCertificate loads the certificate presented to servers that ask
-// for one: from --cert/--key or --keystore, or none (nil) when neither is
-// given or --disable-authentication says so.
-func (o *clientOptions) clientCertificate() (*certs.Source, error) {
+// source loads what client mode reloads, in one Source so that one watch
+// and one SIGHUP reload both: the certificate presented to servers that ask
+// for one (from --cert/--key or --keystore; none when neither is given or
+// --disable-authentication says so) and the --cacert bundle servers are
+// verified against. It is nil when there is neither.
+func (o *clientOptions) source() (*certs.Source, error) {
 	g := &o.common.ghost
 	others := flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != "", "keystore": g.keystore != ""})
 	switch {
 	case g.noClientCert && len(others) > 0:
 		return nil, flagError("disable-authentication", "presents no client certificate, so it cannot be combined with %s", strings.Join(others, ", "))
 	case g.keystore != "":
-		return g.keystoreSource("", flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != ""})...)
-	case o.certFile == "" && o.keyFile == "":
-		return nil, nil
+		return g.keystoreSource(o.caFile, flagsGiven(map[string]bool{"cert": o.certFile != "", "key": o.keyFile != ""})...)
+	case o.certFile != "" || o.keyFile != "":
+		return fileSource(o.certFile, o.keyFile, o.caFile)
+	case o.caFile != "":
+		src, err := certs.NewCASource(o.caFile)
+		if err != nil {
+			return nil, fileFailure("cacert", o.caFile, err)
+		}
+		return src, nil
 	}
-	return fileSource(o.certFile, o.keyFile, "")
+	return nil, nil
 }
 
 // workloadServerPolicy is what a server must satisfy besides its chain to

@@ -273,11 +273,21 @@ func warnOldToolchain(log zerolog.Logger) {
 	}
 }
 
-// reloadLogger logs the outcome of a certificate reload.
+// reloadLogger logs the outcome of a certificate reload. A Source without
+// a certificate (client mode's --cacert alone) is spoken of as the CA
+// bundle it is.
 func reloadLogger(log zerolog.Logger, src *certs.Source) func(error) {
 	return func(err error) {
-		if err != nil {
+		caOnly := src.Certificate() == nil && !src.FromWorkloadAPI()
+		switch {
+		case err != nil && caOnly:
+			log.Error().Err(err).Msg("CA bundle reload failed; the previous bundle stays in service")
+			return
+		case err != nil:
 			log.Error().Err(err).Msg("certificate reload failed; the previous certificate stays in service")
+			return
+		case caOnly:
+			log.Info().Int("ca_certificates", len(src.CACertificates())).Msg("CA bundle reloaded")
 			return
 		}
 		ev := log.Info().Time("not_after", src.NotAfter())

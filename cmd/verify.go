@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 
 	"github.com/spf13/pflag"
 
@@ -78,32 +77,35 @@ func (v *verifyOptions) serverName(serverName string) (string, error) {
 }
 
 // verifyServer replaces crypto/tls's check of the server with
-// certs.ServerCheck when --verify-* or --crl asks for more than it does:
-// the chain is still verified against --cacert, then the identity rules
-// (or, without any, the server name) and the CRLs decide.
-func (o *clientOptions) verifyServer(cfg *tls.Config, pool *x509.CertPool, cas []*x509.Certificate) error {
+// certs.ServerCheck whenever --cacert is given: crypto/tls's RootCAs is
+// fixed for the life of the config, while src reloads the bundle, and
+// ServerCheck reads the bundle in service at each handshake (resumed ones
+// included). The chain is verified against that bundle, then the identity
+// rules (or, without any, the server name, checked as crypto/tls checks
+// it) and the CRLs, verified against the bundle in service when they load,
+// decide. Without --cacert crypto/tls verifies against the system roots.
+func (o *clientOptions) verifyServer(cfg *tls.Config, src *certs.Source) error {
 	if err := o.verify.check(); err != nil {
 		return err
 	}
-	p := o.verify.policy()
-	named := o.verify.firstFlag() != ""
-	if !named && len(o.common.crl.files) == 0 {
+	if o.caFile == "" {
+		if flag := o.verify.firstFlag(); flag != "" {
+			return flagError(flag, "needs --cacert or the Workload API (--use-workload-api): the server's chain is verified against that CA bundle before its identity is checked")
+		}
+		if len(o.common.crl.files) > 0 {
+			return flagError("crl", "needs --cacert or the Workload API (--use-workload-api): each CRL's signature is verified against that CA bundle")
+		}
 		return nil
 	}
-	if pool == nil {
-		if named {
-			return flagError(o.verify.firstFlag(), "needs --cacert or the Workload API (--use-workload-api): the server's chain is verified against that CA bundle before its identity is checked")
-		}
-		return flagError("crl", "needs --cacert or the Workload API (--use-workload-api): each CRL's signature is verified against that CA bundle")
-	}
-	rev, err := o.common.crl.load(func() []*x509.Certificate { return cas })
+	p := o.verify.policy()
+	rev, err := o.common.crl.load(src.CACertificates)
 	if err != nil {
 		return err
 	}
 	p.Revocation = rev
 	cfg.InsecureSkipVerify = true // replaced by the check below, which verifies the chain itself
 	cfg.VerifyConnection = certs.ServerCheck{
-		Roots:      func() *x509.CertPool { return pool },
+		Roots:      src.CAPool,
 		Name:       cfg.ServerName,
 		Identities: p,
 	}.Verify
