@@ -81,6 +81,9 @@ func (sc ServerCheck) verify(chain []*x509.Certificate, now time.Time) error {
 		}
 		return ae
 	}
+	if chains, err = fipsChains(chains); err != nil {
+		return &AuthError{Peer: PeerServer, Reason: ReasonBadCert, Identity: id, Err: err}
+	}
 	if err := checkCertSPIFFEIDs(leaf); err != nil {
 		return &AuthError{Peer: PeerServer, Reason: ReasonBadCert, Identity: id, Err: err}
 	}

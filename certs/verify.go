@@ -251,6 +251,9 @@ func verifyClient(m *material, p Policy, chain []*x509.Certificate, now time.Tim
 	if err != nil {
 		return &AuthError{Reason: verifyReason(err), Identity: id, Err: err}
 	}
+	if chains, err = fipsChains(chains); err != nil {
+		return &AuthError{Reason: ReasonBadCert, Identity: id, Err: err}
+	}
 	if err := checkCertSPIFFEIDs(leaf); err != nil {
 		// A malformed identity, not a policy decision: refused under any
 		// rules, --allow-all included, and reported as the certificate's
