@@ -71,6 +71,15 @@ func (s *Source) Watch(ctx context.Context, onReload func(err error)) {
 	watchFiles(ctx, s.dirs(), func() { s.check(onReload) }, watching)
 }
 
+// WatchFiles calls check whenever something changes in the directories
+// holding files (a Kubernetes ConfigMap's ..data swap included), debounced,
+// and every few seconds besides, until ctx is done: the watch certificates
+// have, for other files moat reloads. check runs once at the start, and
+// must itself tell a change from an event that changed nothing.
+func WatchFiles(ctx context.Context, files []string, check func()) {
+	watchFiles(ctx, dirsOf(files), check, func() {})
+}
+
 // watchFiles calls check whenever something changes in dirs, debounced,
 // and every resync interval, until ctx is done. watching is called once the
 // watches are in place and the first check is done.

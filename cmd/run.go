@@ -14,15 +14,11 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/moat-proxy/moat/certs"
 	"github.com/moat-proxy/moat/metrics"
 	"github.com/moat-proxy/moat/runner"
 	"github.com/moat-proxy/moat/status"
 )
-
-// configPollInterval is how often moat run checks its file for a change;
-// a check reads and hashes the file and does nothing more when it is the
-// same.
-const configPollInterval = time.Second
 
 // reloadTimeout bounds what a reload may wait for, resolving the targets of
 // changed services; past it the reload fails and nothing changes.
@@ -151,19 +147,15 @@ func (t *tunnels) serve(ctx context.Context, p *plan) error {
 	return err
 }
 
-// watchFile reloads when the file's content changes.
+// watchFile reloads when the file's content changes, watched as
+// certificates are (inotify on its directory, a resync every few seconds);
+// a check reads and hashes the file and does nothing more when it is the
+// same.
 func (t *tunnels) watchFile(ctx context.Context) {
-	tick := time.NewTicker(configPollInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+	certs.WatchFiles(ctx, []string{t.path}, func() {
 		data, err := os.ReadFile(t.path)
 		if err != nil {
-			continue // a file being replaced; SIGHUP reports a missing file
+			return // a file being replaced; SIGHUP reports a missing file
 		}
 		t.mu.Lock()
 		changed := sha256.Sum256(data) != t.sum
@@ -171,7 +163,7 @@ func (t *tunnels) watchFile(ctx context.Context) {
 		if changed {
 			t.reload(ctx, "file changed")
 		}
-	}
+	})
 }
 
 // reload reads the file again and moves the running services to it: all
