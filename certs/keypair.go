@@ -13,8 +13,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
+
+	"github.com/moat-proxy/moat/internal/boundedfile"
 )
 
 // parseKeyPair parses a PEM certificate chain (leaf first) and its PEM
@@ -44,7 +45,11 @@ func parseKeyPair(certFile string, certPEM []byte, keyFile string, keyPEM []byte
 // readFile reads a file and reports failure as a *FileError of role, without
 // the "open" noise of *fs.PathError.
 func readFile(role FileRole, path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	limit := int64(boundedfile.MaxPEM)
+	if role == RoleCRL {
+		limit = boundedfile.MaxCRL
+	}
+	b, err := boundedfile.Read(path, limit)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {

@@ -3,11 +3,11 @@ package cmd
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 
 	"github.com/moat-proxy/moat/endpoint"
+	"github.com/moat-proxy/moat/internal/boundedfile"
 	"github.com/moat-proxy/moat/sni"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -87,9 +87,9 @@ var processFlags = map[string]string{
 // their values and the clashes between services. It does not load
 // certificates or resolve targets (see prepareService).
 func readConfig(path string, logs *logOptions) (*configFile, error) {
-	data, err := os.ReadFile(path)
+	data, err := boundedfile.Read(path, boundedfile.MaxConfig)
 	if err != nil {
-		return nil, fmt.Errorf("--config: %w", err)
+		return nil, err // an *fs.PathError: the file could not be read, a runtime failure
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {

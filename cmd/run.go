@@ -5,7 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"os"
+	"io/fs"
 	"strings"
 	"sync"
 	"time"
@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/internal/boundedfile"
 	"github.com/moat-proxy/moat/metrics"
 	"github.com/moat-proxy/moat/runner"
 	"github.com/moat-proxy/moat/status"
@@ -60,12 +61,15 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 		return flagError("config", "required (a YAML file)")
 	}
 	cf, err := readConfig(o.config, o.logs)
-	if err != nil {
-		return usageError{err}
+	switch {
+	case errors.As(err, new(*fs.PathError)):
+		return fileFailure("config", o.config, err)
+	case err != nil:
+		return usageError{err} // what the file says is wrong, as a flag's value would be
 	}
 	if err := (&statusOptions{addr: cf.status, pprof: cf.pprof}).check(); err != nil {
-		key, msg := blamedFlag(err)
-		return usageError{fmt.Errorf("%s: %s: %s", cf.path, key, msg)}
+		key, why := blamedFlag(err)
+		return usageError{fmt.Errorf("%s: %s: %w", cf.path, key, why)}
 	}
 	logs := &logOptions{level: cf.logLevel, format: cf.logFormat}
 	log, flushLog, err := logs.newLogger(cmd.ErrOrStderr())
@@ -81,7 +85,7 @@ func (o *runOptions) run(cmd *cobra.Command) error {
 	t.metrics = metrics.NewServices(t.reg)
 	plan, err := t.plan(ctx, cf)
 	if err != nil {
-		return usageError{err}
+		return err // classified by prepareMember
 	}
 	if o.dryRun {
 		plan.closeWorkload()
@@ -153,7 +157,7 @@ func (t *tunnels) serve(ctx context.Context, p *plan) error {
 // same.
 func (t *tunnels) watchFile(ctx context.Context) {
 	certs.WatchFiles(ctx, []string{t.path}, func() {
-		data, err := os.ReadFile(t.path)
+		data, err := boundedfile.Read(t.path, boundedfile.MaxConfig)
 		if err != nil {
 			return // a file being replaced; SIGHUP reports a missing file
 		}
@@ -174,7 +178,7 @@ func (t *tunnels) reload(ctx context.Context, why string) {
 	ctx, cancel := context.WithTimeout(ctx, reloadTimeout)
 	defer cancel()
 	start := time.Now()
-	data, _ := os.ReadFile(t.path)
+	data, _ := boundedfile.Read(t.path, boundedfile.MaxConfig)
 	t.sum = sha256.Sum256(data)
 	cf, err := readConfig(t.path, &logOptions{level: t.top.logLevel, format: t.top.logFormat})
 	var p *plan

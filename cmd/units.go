@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/moat-proxy/moat/certs"
+	"github.com/moat-proxy/moat/internal/boundedfile"
 	"github.com/moat-proxy/moat/metrics"
 	"github.com/moat-proxy/moat/proxy"
 	"github.com/moat-proxy/moat/runner"
@@ -63,7 +63,7 @@ type plan struct {
 // plan builds every service of cf that is new or changed: certificates
 // loaded and targets resolved, without binding.
 func (t *tunnels) plan(ctx context.Context, cf *configFile) (*plan, error) {
-	data, _ := os.ReadFile(cf.path)
+	data, _ := boundedfile.Read(cf.path, boundedfile.MaxConfig)
 	p := &plan{cf: cf, sum: sha256.Sum256(data), old: t.units, handedOver: make(map[*unit]bool)}
 	groups, order := make(map[string][]*serviceSpec), []string{}
 	for _, svc := range cf.services {
@@ -131,8 +131,12 @@ func (t *tunnels) prepareMember(ctx context.Context, cf *configFile, s *serviceS
 	log := t.log.With().Str("service", s.name).Logger()
 	cfg, src, err := s.mode.common.prepare(ctx, log, s.mode.configure)
 	if err != nil {
-		key, msg := blamedFlag(err)
-		return nil, cf.errorAt(s, key, errors.New(msg))
+		key, why := blamedFlag(err)
+		at := cf.errorAt(s, key, why)
+		if errors.As(err, new(usageError)) {
+			return nil, usageError{at} // a value in the file, as a flag's would be
+		}
+		return nil, at // a file or address the service names: a runtime failure
 	}
 	m := t.metrics.For(s.name)
 	cfg.Observer = m
@@ -157,16 +161,15 @@ func (t *tunnels) prepareMember(ctx context.Context, cf *configFile, s *serviceS
 	return mb, nil
 }
 
-// blamedFlag splits a flag error ("--cert: ...") into the key and the
-// message; other errors are blamed on the service as a whole.
-func blamedFlag(err error) (string, string) {
-	msg := oneLine(err)
-	if rest, ok := strings.CutPrefix(msg, "--"); ok {
-		if key, why, ok := strings.Cut(rest, ": "); ok && !strings.Contains(key, " ") {
-			return key, why
-		}
+// blamedFlag is the flag a service's error names, which is the key of the
+// file at fault, and the error without the flag; an error that names no
+// flag is blamed on the service as a whole.
+func blamedFlag(err error) (string, error) {
+	var b *blame
+	if errors.As(err, &b) {
+		return b.flag, b.err
 	}
-	return "", msg
+	return "", err
 }
 
 // listenerConfig is the proxy configuration of a unit's listener: its one

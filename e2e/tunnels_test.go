@@ -370,16 +370,40 @@ func TestRunRefusesBadFilesNamingLineAndKey(t *testing.T) {
 			if err := os.WriteFile(path, []byte(c.body), 0o600); err != nil {
 				t.Fatal(err)
 			}
+			// What the file says is a usage error, as a flag's value would
+			// be (exit 2); a file it names that cannot be read is a runtime
+			// failure (exit 1), as for `moat server --cert`.
+			code := 2
+			if c.name == "missing cert" {
+				code = 1
+			}
 			out, err := exec.Command(moatBin, "run", "--config", path, "--dry-run").CombinedOutput()
 			ee, ok := err.(*exec.ExitError)
-			if !ok || ee.ExitCode() != 2 {
-				t.Fatalf("exit %v, want 2; output %q", err, out)
+			if !ok || ee.ExitCode() != code {
+				t.Fatalf("exit %v, want %d; output %q", err, code, out)
 			}
 			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 			if len(lines) != 1 || !strings.Contains(lines[0], path) || !strings.Contains(lines[0], c.want) {
 				t.Errorf("output %q, want one line naming %s and %q", out, path, c.want)
 			}
 		})
+	}
+}
+
+// TestRunConfigThatCannotBeReadIsARuntimeFailure: a missing file, or one
+// far too large to be a configuration (/dev/zero never ends), stops moat run
+// with exit code 1 and one line naming --config and the file.
+func TestRunConfigThatCannotBeReadIsARuntimeFailure(t *testing.T) {
+	for _, path := range []string{filepath.Join(t.TempDir(), "absent.yaml"), "/dev/zero"} {
+		out, err := exec.Command(moatBin, "run", "--config", path, "--dry-run").CombinedOutput()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 {
+			t.Fatalf("%s: exit %v, want 1; output %q", path, err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], "--config: ") || !strings.Contains(lines[0], path) {
+			t.Errorf("%s: output %q, want one line naming --config and the file", path, out)
+		}
 	}
 }
 
