@@ -390,6 +390,46 @@ func TestRunRefusesBadFilesNamingLineAndKey(t *testing.T) {
 	}
 }
 
+// TestRunReloadsOnAConfigMapSwap: mounted from a ConfigMap, moat.yaml is a
+// symlink through ..data, and the kubelet's update renames a new ..data
+// over the old one without touching moat.yaml itself. moat run sees that
+// without a signal, as it sees a Secret's.
+func TestRunReloadsOnAConfigMapSwap(t *testing.T) {
+	r := newTunnelRig(t)
+	one, two := startUpstream(t, upperEcho), startUpstream(t, upperEcho)
+	oneAddr, twoAddr := addr127(t), addr127(t)
+	vol, gen := t.TempDir(), 0
+	publish := func(services ...string) {
+		gen++
+		ts := fmt.Sprintf("..2026_12_03_00_00_%02d.%d", gen, 1000+gen)
+		if err := os.Mkdir(filepath.Join(vol, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(vol, ts, "moat.yaml"), "status: "+r.status+"\nservices:\n"+strings.Join(services, ""))
+		tmp := filepath.Join(vol, "..data_tmp")
+		if err := os.Symlink(ts, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(vol, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(r.service("one", oneAddr, one.addr()))
+	r.path = filepath.Join(vol, "moat.yaml")
+	if err := os.Symlink(filepath.Join("..data", "moat.yaml"), r.path); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	publish(r.service("one", oneAddr, one.addr()), r.service("two", twoAddr, two.addr()))
+	r.waitCount(`"added":["two"]`, 1)
+	if err := r.echoOnce(twoAddr, "localhost", "added by the kubelet"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.echoOnce(oneAddr, "localhost", "still here"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestRunConfigThatCannotBeReadIsARuntimeFailure: a missing file, or one
 // far too large to be a configuration (/dev/zero never ends), stops moat run
 // with exit code 1 and one line naming --config and the file.
