@@ -128,16 +128,7 @@ func upstreamAt(t *testing.T, addr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); upperEcho(c) }()
-		}
-	}()
+	serveUpstream(t, ln, upperEcho)
 }
 
 func TestGhostunnelCommandLines(t *testing.T) {

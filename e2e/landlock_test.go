@@ -4,11 +4,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -37,31 +35,7 @@ func unixUpstream(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						c.Write([]byte(strings.ToUpper(string(buf[:n]))))
-					}
-					if err != nil {
-						if err == io.EOF {
-							c.(*net.UnixConn).CloseWrite()
-						}
-						return
-					}
-				}
-			}()
-		}
-	}()
+	serveUpstream(t, ln, upperEcho)
 	return sock
 }
 

@@ -28,6 +28,12 @@ func startUpstream(t testing.TB, handle func(net.Conn)) *tcpUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveUpstream(t, ln, handle)
+}
+
+// serveUpstream serves handle on every connection ln accepts until the test
+// ends, counting them.
+func serveUpstream(t testing.TB, ln net.Listener, handle func(net.Conn)) *tcpUpstream {
 	u := &tcpUpstream{ln: ln}
 	var wg sync.WaitGroup
 	go func() {
@@ -57,8 +63,8 @@ func upperEcho(c net.Conn) {
 			c.Write(bytes.ToUpper(buf[:n]))
 		}
 		if err != nil {
-			if err == io.EOF {
-				c.(*net.TCPConn).CloseWrite()
+			if cw, ok := c.(interface{ CloseWrite() error }); ok && err == io.EOF {
+				cw.CloseWrite() // TCP or unix: the half-close goes back
 			}
 			return
 		}
