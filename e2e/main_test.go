@@ -8,10 +8,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -73,12 +75,33 @@ var handedOut = struct {
 	ports map[int]bool
 }{ports: map[int]bool{}}
 
-// pickPort binds addr (port 0) and returns the port the kernel chose, never
-// one it returned before.
+// pickPort returns a port that addr's host (port 0) can bind, never one it
+// returned before. It picks below the kernel's ephemeral range when it can:
+// a port from that range, free a moment ago, may become the source port of
+// any outgoing connection (moat dialling its upstream, curl, openssl) before
+// the process meant to listen on it binds it.
 func pickPort(addr string) (int, error) {
 	handedOut.Lock()
 	defer handedOut.Unlock()
-	for {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	low := ephemeralLow()
+	for range 200 {
+		port := 10000 + rand.IntN(low-10000)
+		if handedOut.ports[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			continue // in use
+		}
+		l.Close()
+		handedOut.ports[port] = true
+		return port, nil
+	}
+	for { // below the range is crowded: let the kernel choose
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return 0, err
@@ -90,6 +113,19 @@ func pickPort(addr string) (int, error) {
 			return port, nil
 		}
 	}
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 by
+// default), above 10000.
+func ephemeralLow() int {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // process is a child process whose combined output is captured line by line,
